@@ -1,0 +1,27 @@
+"""archzoo: a reference zoo of transformer architectures in PyTorch.
+
+The public API::
+
+    cfg   = archzoo.load_config("llama-tiny")
+    model = archzoo.build_model(cfg)
+    rep   = archzoo.count_params(cfg)
+    model = archzoo.load_pretrained("dir/")
+    archzoo.save_pretrained(model, "dir/")
+"""
+
+from .config import Config, ConfigError, load_config
+from .inspect import count_params
+from .models.decoder import CausalLM, build_model
+from .models.hf import load_pretrained, save_pretrained
+
+__all__ = [
+    "CausalLM",
+    "Config",
+    "ConfigError",
+    "build_model",
+    "count_params",
+    "load_config",
+    "load_pretrained",
+    "save_pretrained",
+]
+__version__ = "0.1.0"

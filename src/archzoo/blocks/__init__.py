@@ -1,0 +1,1 @@
+"""Composable transformer blocks: one concept per file, each built from explicit arguments."""

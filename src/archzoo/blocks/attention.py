@@ -1,0 +1,89 @@
+"""Multi-head self-attention with grouped key/value heads.
+
+    head_j = softmax(q_j K_g(j)^T * s + B) V_g(j),   out = W_o [head_1; ...; head_H]
+
+with H query heads and G key/value heads, query head j reading kv head
+g(j) = floor(j / (H / G)) (Ainslie et al. 2023, "GQA"). G = H is multi-head
+attention (Vaswani et al. 2017), G = 1 multi-query attention (Shazeer 2019).
+s = 1/sqrt(head_dim) unless set; B holds the causal/padding mask and ALiBi.
+
+Options: biases on q, k, v (Qwen2, BLOOM, GLM-4) and on the output (BLOOM);
+per-head RMSNorm on q and k before RoPE (Qwen3); head_dim independent of
+d_model / n_heads (Qwen3). Computed by ``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import LayerCache
+from .masks import MaskSpec
+from .norm import RMSNorm
+from .rope import Rotation
+
+
+@dataclass
+class AttentionContext:
+    """Per-forward inputs shared by every layer: built once by the model."""
+
+    mask: MaskSpec
+    rotation: Rotation | None = None
+    past: int = 0  # slots already in the cache
+
+
+class Attention(nn.Module):
+    """MHA / GQA / MQA; unfused ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        softmax_scale: float | None = None,
+    ):
+        super().__init__()
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads ({n_kv_heads}) must divide n_heads ({n_heads})")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.scale = softmax_scale if softmax_scale is not None else head_dim**-0.5
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=o_bias)
+        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if ctx.rotation is not None:
+            q, k = ctx.rotation.apply(q), ctx.rotation.apply(k)
+        if cache is not None:
+            k = cache.append("k", k, ctx.past)
+            v = cache.append("v", v, ctx.past)
+        out = attend(q, k, v, ctx.mask, self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, scale: float) -> torch.Tensor:
+    """SDPA over ``[batch, heads, seq, dim]``; kv heads are repeated for GQA/MQA."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale)

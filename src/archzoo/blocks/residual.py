@@ -1,0 +1,68 @@
+"""How a sublayer F (attention or MLP) and its norm N wrap the residual stream.
+
+    pre       h = x + F(N(x))                 GPT-2 (Radford et al. 2019), LLaMA
+    post      h = N(x + F(x))                 the original Transformer (Vaswani et al. 2017)
+    deepnorm  h = N(alpha * x + F(x))         DeepNet (Wang et al. 2022, "DeepNet: Scaling
+                                              Transformers to 1,000 Layers"); GLM-130B uses
+                                              alpha = (2N)^0.5
+    sandwich  h = x + N_post(F(N(x)))         GLM-4-0414 (a second norm on the sublayer output)
+
+ChatGLM-6B writes DeepNorm another way: the residual is the *normalised* input,
+
+    a = N(x);  h = alpha * a + F(a)
+
+which is the same network as DeepNorm's N(alpha*x + F(x)) with every layer's
+input norm standing for the previous sublayer's post-norm (and layer 0's input
+norm acting as an embedding norm). ``deepnorm_from_normed`` is that wiring.
+
+Each function takes the stream ``x``, the sublayer ``f``, its norm, the
+optional post norm (sandwich) and alpha (deepnorm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Sublayer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pre_norm(x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float) -> torch.Tensor:
+    return x + f(norm(x))
+
+
+def post_norm(x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float) -> torch.Tensor:
+    return norm(x + f(x))
+
+
+def deep_norm(x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float) -> torch.Tensor:
+    return norm(alpha * x + f(x))
+
+
+def deepnorm_from_normed(
+    x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float
+) -> torch.Tensor:
+    normed = norm(x)
+    return alpha * normed + f(normed)
+
+
+def sandwich_norm(x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float) -> torch.Tensor:
+    return x + post(f(norm(x)))
+
+
+RESIDUAL_KINDS = {
+    "pre": pre_norm,
+    "post": post_norm,
+    "deepnorm": deep_norm,
+    "sandwich": sandwich_norm,
+}
+"""``[norm] placement`` -> wiring function."""
+
+
+def select_wiring(placement: str, residual_from_normed: bool):
+    """The wiring for a placement; ChatGLM-6B's variant when ``residual_from_normed``."""
+    if residual_from_normed:
+        return deepnorm_from_normed
+    return RESIDUAL_KINDS[placement]

@@ -1,0 +1,49 @@
+"""The ``archzoo`` command. Each subcommand lives in its own module under
+``archzoo/cli/`` and registers itself in ``COMMANDS``: ``name -> module``.
+A module provides ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "list": "archzoo.cli.list_cmd",
+    "params": "archzoo.cli.params_cmd",
+    "show": "archzoo.cli.show_cmd",
+    "compare": "archzoo.cli.compare_cmd",
+    "mask": "archzoo.cli.mask_cmd",
+    "generate": "archzoo.cli.generate_cmd",
+    "train": "archzoo.cli.train_cmd",
+    "bench": "archzoo.cli.bench_cmd",
+}
+
+
+def _available() -> dict:
+    modules = {}
+    for name, path in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(path)
+        except ModuleNotFoundError as err:
+            if err.name != path:  # a real missing dependency inside the module
+                raise
+    return modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    modules = _available()
+    parser = argparse.ArgumentParser(prog="archzoo", description="A reference zoo of transformer architectures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in modules.items():
+        doc = (module.__doc__ or "").strip().splitlines()
+        command = sub.add_parser(name, help=doc[0] if doc else None, description=module.__doc__)
+        module.add_arguments(command)
+    args = parser.parse_args(argv)
+    from ..config import ConfigError
+
+    try:
+        return modules[args.command].run(args) or 0
+    except ConfigError as err:
+        print(f"archzoo: config error: {err}", file=sys.stderr)
+        return 2

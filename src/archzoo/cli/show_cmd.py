@@ -1,0 +1,53 @@
+"""Print the module tree of a config with parameter shapes, and its layer plan."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from ..config import load_config
+from ..models.decoder import build_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="config name or path to a .toml file")
+    parser.add_argument("--all-layers", action="store_true", help="print every layer, not only distinct ones")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.name)
+    model = build_model(cfg, device="meta")
+    print(f"{cfg.name}  ({cfg.family}; {cfg.blocks_summary()})")
+    if cfg.source:
+        print(f"source: {cfg.source}")
+    print("\nlayer plan:")
+    for plan in cfg.layer_plan:
+        print(f"  layer {plan.index:3d}: attention={plan.attention} mlp={plan.mlp}")
+    print("\nmodules (parameter shapes):")
+    _print_tree(model, "", 1, args.all_layers)
+    return 0
+
+
+def _print_tree(module: nn.Module, name: str, depth: int, all_layers: bool) -> None:
+    pad = "  " * depth
+    own = [f"{n} {list(p.shape)}" for n, p in module.named_parameters(recurse=False)]
+    label = f"{name}: {type(module).__name__}" if name else type(module).__name__
+    print(f"{pad}{label}" + (f"  [{', '.join(own)}]" if own else ""))
+    seen: set[str] = set()
+    children = list(module.named_children())
+    for child_name, child in children:
+        if isinstance(module, nn.ModuleList) and not all_layers:
+            signature = repr(child)
+            if signature in seen:
+                continue
+            same = [n for n, c in children if repr(c) == signature]
+            seen.add(signature)
+            if len(same) > 1:
+                child_name = f"{same[0]}..{same[-1]} ({len(same)} alike)" if _consecutive(same) else ",".join(same)
+        _print_tree(child, child_name, depth + 1, all_layers)
+
+
+def _consecutive(names: list[str]) -> bool:
+    idx = [int(n) for n in names]
+    return idx == list(range(idx[0], idx[0] + len(idx)))

@@ -1,0 +1,1 @@
+"""Model assembly from configs, GLM sample construction, Hugging Face interop."""

@@ -1,0 +1,185 @@
+"""The decoder-only language model, assembled from a config's layer plan.
+
+    h_0 = E[x]                      (+ embedding norm: BLOOM)
+    h_l = Layer_l(h_{l-1})          l = 1..L, each: attention sublayer, then MLP/MoE sublayer,
+                                    wired by ``blocks/residual.py``
+    logits = W_head N_final(h_L)    (W_head = E when embeddings are tied)
+
+One code path for every family: what differs is data in the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..blocks.alibi import Alibi
+from ..blocks.attention import AttentionContext
+from ..blocks.cache import KVCache, LayerCache
+from ..blocks.masks import build_mask
+from ..blocks.residual import select_wiring
+from ..config import Config, LayerPlan, load_config
+from .builders import build_attention, build_feedforward, build_norm
+from .positions import POSITION_KINDS
+
+
+@dataclass
+class CausalLMOutput:
+    """What ``model(..., return_dict=True)`` gives: logits plus MoE training signals."""
+
+    logits: torch.Tensor
+    aux_loss: torch.Tensor | None = None  # sum over MoE layers, already weighted by aux_loss_coef
+    expert_loads: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, tokens per expert
+
+
+class DecoderLayer(nn.Module):
+    """Attention sublayer then feed-forward sublayer, each wrapped by the config's residual wiring."""
+
+    def __init__(self, cfg: Config, plan: LayerPlan):
+        super().__init__()
+        self.plan = plan
+        self.attn_norm = build_norm(cfg)
+        self.attn = build_attention(cfg, plan)
+        self.mlp_norm = build_norm(cfg)
+        self.mlp = build_feedforward(cfg, plan)
+        sandwich = cfg.norm.placement == "sandwich"
+        self.attn_post_norm = build_norm(cfg) if sandwich else None
+        self.mlp_post_norm = build_norm(cfg) if sandwich else None
+        self.wiring = select_wiring(cfg.norm.placement, cfg.norm.residual_from_normed)
+        self.alpha = cfg.deepnorm_alpha
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
+        x = self.wiring(x, lambda h: self.attn(h, ctx, cache), self.attn_norm, self.attn_post_norm, self.alpha)
+        return self.wiring(x, self.mlp, self.mlp_norm, self.mlp_post_norm, self.alpha)
+
+
+class CausalLM(nn.Module):
+    """Embedding, decoder layers, final norm and output head, as the config says."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.config = cfg
+        d_model, vocab = cfg.model.d_model, cfg.model.vocab_size
+        self.embed = nn.Embedding(vocab, d_model)
+        self.embed_norm = build_norm(cfg) if cfg.model.embedding_norm else None
+        self.positions = POSITION_KINDS[cfg.position.kind](cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, plan) for plan in cfg.layer_plan)
+        self.final_norm = build_norm(cfg) if cfg.has_final_norm else None
+        self.lm_head = nn.Linear(d_model, vocab, bias=False)
+        if cfg.model.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def new_cache(self, max_len: int) -> KVCache:
+        """An empty KV cache for up to ``max_len`` slots (prompt + generated)."""
+        return KVCache(len(self.layers), max_len)
+
+    def attention_context(
+        self,
+        seq: int,
+        past: int,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> AttentionContext:
+        """Mask, rotation tables and ALiBi bias: computed once, shared by all layers."""
+        bias = rotation = None
+        if isinstance(self.positions, Alibi):
+            bias = self.positions.bias(seq, past + seq, past).to(dtype)
+        elif self.positions is not None:
+            if position_ids is None:
+                position_ids = torch.arange(past, past + seq, device=device)[None]
+            rotation = self.positions(position_ids, dtype)
+        mask = build_mask(seq, past, attention_mask, bias=bias, device=device)
+        return AttentionContext(mask=mask, rotation=rotation, past=past)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        *,
+        logits_to_keep: int = 0,
+        return_dict: bool = False,
+    ) -> torch.Tensor | CausalLMOutput:
+        """Logits ``[batch, seq, vocab]`` (only the last ``logits_to_keep`` positions if > 0).
+
+        attention_mask: ``[batch, past + seq]`` padding (1 = keep) or a boolean
+            ``[batch, seq, past + seq]`` matrix (True = may attend).
+        position_ids: ``[batch, seq]``, or ``[batch, 2, seq]`` for GLM 2D positions;
+            default past, past + 1, ...
+        cache: a ``KVCache`` from ``new_cache``; it is appended to in place.
+        """
+        batch, seq = input_ids.shape
+        past = cache.length if cache is not None else 0
+        hidden = self.embed(input_ids)
+        scale = self.config.model.embedding_grad_scale
+        if scale != 1.0 and torch.is_grad_enabled():
+            # GLM-130B embedding gradient shrink: same value, gradient scaled by `scale`
+            hidden = hidden * scale + hidden.detach() * (1 - scale)
+        if self.embed_norm is not None:
+            hidden = self.embed_norm(hidden)
+        ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden, ctx, cache[index] if cache is not None else None)
+        if cache is not None:
+            cache.advance(seq)
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        if not return_dict:
+            return logits
+        moe_layers = [layer.mlp for layer in self.layers if layer.plan.mlp == "moe"]
+        aux = [m.last_aux_loss for m in moe_layers if m.last_aux_loss is not None]
+        return CausalLMOutput(
+            logits=logits,
+            aux_loss=torch.stack(aux).sum() if aux else None,
+            expert_loads=[m.last_expert_load for m in moe_layers],
+        )
+
+
+def init_weights(model: CausalLM) -> None:
+    """Normal(0, init_std) weights, zero biases, unit norm gains.
+
+    DeepNorm (Wang et al. 2022) scales the value, output and MLP weights by beta.
+    Modules with their own ``init_weights(std)`` (stacked MoE experts) do it themselves.
+    """
+    cfg = model.config
+    std = cfg.model.init_std
+    for module in model.modules():
+        if hasattr(module, "init_weights") and module is not model:
+            module.init_weights(std)
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    if cfg.norm.placement == "deepnorm":
+        beta = cfg.deepnorm_beta
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if any(part in name for part in ("v_proj.weight", "o_proj.weight", "mlp.")) and param.dim() >= 2:
+                    param.mul_(beta)
+
+
+def build_model(
+    cfg: Config | str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> CausalLM:
+    """Assemble the model a config describes. ``device="meta"`` allocates nothing."""
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    with device:
+        model = CausalLM(cfg)
+    if device.type != "meta":
+        with torch.no_grad():
+            init_weights(model)
+    if dtype is not None:
+        model.to(dtype)
+    return model
