@@ -9,8 +9,8 @@ from typing import Literal
 from .sections import (
     AttentionSection,
     MLPSection,
-    MoESection,
     ModelSection,
+    MoESection,
     NormSection,
     PositionSection,
     TokensSection,

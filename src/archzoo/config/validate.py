@@ -23,7 +23,7 @@ def validate(c: Config, source: str) -> None:
             if v is not None and v <= 0:
                 fail(f"{section}.{n}", f"must be > 0, got {v}")
 
-    m, a, p, n, mlp = c.model, c.attention, c.position, c.norm, c.mlp
+    m, n, mlp = c.model, c.norm, c.mlp
     positive("model", m, "vocab_size", "d_model", "n_layers", "max_seq_len", "init_std")
     if m.mtp_layers < 0:
         fail("model.mtp_layers", f"must be >= 0, got {m.mtp_layers}")
