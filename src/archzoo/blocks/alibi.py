@@ -29,7 +29,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     slopes = power_of_two_slopes(closest)
     if closest < n_heads:
         slopes += power_of_two_slopes(2 * closest)[0::2][: n_heads - closest]
-    return torch.tensor(slopes, dtype=torch.float32)
+    return torch.tensor(slopes, dtype=torch.float32, device="cpu")
 
 
 class Alibi(nn.Module):
@@ -37,15 +37,18 @@ class Alibi(nn.Module):
 
     def __init__(self, n_heads: int):
         super().__init__()
-        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+        # plain float32 tensor (not a buffer): see RotaryEmbedding
+        self.slopes = alibi_slopes(n_heads)
 
-    def bias(self, q_len: int, kv_len: int, past: int) -> torch.Tensor:
+    def bias(self, q_len: int, kv_len: int, past: int, device: torch.device | None = None) -> torch.Tensor:
         """m_h * (k - q) for query slots past..past+q_len-1, key slots 0..kv_len-1: ``[heads, q, kv]``.
 
         Distances are between cache slots. Left padding shifts every real
         token of a row by the same amount, so the distances between real
         tokens (all that the softmax sees) are unchanged.
         """
+        if device is not None and self.slopes.device != device:
+            self.slopes = self.slopes.to(device)
         device = self.slopes.device
         q_pos = torch.arange(past, past + q_len, device=device)
         k_pos = torch.arange(kv_len, device=device)

@@ -37,7 +37,9 @@ def inverse_frequencies(
 
     ``fp16_frequencies`` rounds omega to float16 as ChatGLM-6B's code does.
     """
-    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim
+    # built on the CPU whatever device the model is being built on (even meta):
+    # a few numbers, kept in float32 and moved to the activations' device on use
+    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64, device="cpu").float() / rotary_dim
     inv_freq = 1.0 / (theta**exponents)
     inv_freq, attention_factor = scale_frequencies(inv_freq, rotary_dim, theta, scaling)
     if fp16_frequencies:
@@ -97,12 +99,19 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary_dim must be even (RoPE rotates pairs), got {rotary_dim}")
         self.rotary_dim = rotary_dim
         self.layout = layout
-        inv_freq, self.attention_factor = inverse_frequencies(rotary_dim, theta, scaling, fp16_frequencies)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # A plain float32 tensor, not a buffer: casting the model to bf16 must not
+        # round the frequencies, and a model built on `meta` still has them.
+        self.inv_freq, self.attention_factor = inverse_frequencies(rotary_dim, theta, scaling, fp16_frequencies)
+
+    def frequencies(self, device: torch.device) -> torch.Tensor:
+        """omega_i on ``device`` (moved once, then reused)."""
+        if self.inv_freq.device != device:
+            self.inv_freq = self.inv_freq.to(device)
+        return self.inv_freq
 
     def angles(self, position_ids: torch.Tensor) -> torch.Tensor:
         """m * omega_i in float32, ``[batch, seq, rotary_dim / 2]``."""
-        return position_ids[..., None].float() * self.inv_freq.float()
+        return position_ids[..., None].float() * self.frequencies(position_ids.device)
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> Rotation:
         """Tables for ``position_ids`` ``[batch, seq]``, cast to the activation dtype."""

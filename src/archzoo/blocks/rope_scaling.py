@@ -81,8 +81,8 @@ def _yarn(dim: int, theta: float, s: RopeScalingSection) -> tuple[torch.Tensor, 
     high = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)
     if low == high:
         high += 0.001  # avoid a zero-width ramp
-    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
     extrapolate = 1 - ramp  # 1: keep the original frequency, 0: interpolate
-    pos_freqs = theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    pos_freqs = theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)
     inv_freq = (1 / (s.factor * pos_freqs)) * (1 - extrapolate) + (1 / pos_freqs) * extrapolate
     return inv_freq, attention_factor

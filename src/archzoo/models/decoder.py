@@ -87,7 +87,7 @@ class CausalLM(nn.Module):
         """Mask, rotation tables and ALiBi bias: computed once, shared by all layers."""
         bias = rotation = None
         if isinstance(self.positions, Alibi):
-            bias = self.positions.bias(seq, past + seq, past).to(dtype)
+            bias = self.positions.bias(seq, past + seq, past, device).to(dtype)
         elif self.positions is not None:
             if position_ids is None:
                 position_ids = torch.arange(past, past + seq, device=device)[None]

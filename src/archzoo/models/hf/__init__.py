@@ -1,11 +1,109 @@
-"""Hugging Face checkpoint interop: config maps and weight rules per family."""
+"""Hugging Face checkpoint interop: ``load_pretrained`` and ``save_pretrained``.
+
+A checkpoint folder is ``config.json`` plus ``model.safetensors`` (or shards
+named by ``model.safetensors.index.json``). Each supported architecture has a
+table (``models/hf/<family>.py``): a config map in both directions and a list
+of weight rules (``rules.py``). Keys that don't correspond are errors that
+list them; nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def load_pretrained(folder, *, dtype=None):
-    raise NotImplementedError
+import torch
+
+from ...config import Config
+from ..decoder import CausalLM
+from ..positions import POSITION_KINDS
+from .family import HFFamily, UnsupportedConfig
+from .io import read_config, read_safetensors, write_folder
+from .registry import ARCHITECTURES, FAMILIES
+from .rules import WeightMappingError, hf_to_ours, ours_to_hf
+
+__all__ = ["ARCHITECTURES", "UnsupportedConfig", "WeightMappingError", "load_pretrained", "save_pretrained"]
 
 
-def save_pretrained(model, folder) -> None:
-    raise NotImplementedError
+def family_of(hf_config: dict, folder: Path) -> HFFamily:
+    architectures = hf_config.get("architectures") or []
+    architecture = architectures[0] if architectures else None
+    if architecture not in ARCHITECTURES:
+        raise UnsupportedConfig(
+            f"{folder}/config.json: architecture {architecture!r} is not supported; "
+            f"supported: {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[architecture]
+
+
+def load_pretrained(folder: str | Path, *, dtype: torch.dtype | None = None, name: str | None = None) -> CausalLM:
+    """Load a Hugging Face checkpoint folder into the archzoo model of the same architecture.
+
+    dtype: cast the weights (default: keep the checkpoint's dtype).
+    The model remembers its architecture (``model.hf_architecture``) for ``save_pretrained``.
+    """
+    folder = Path(folder)
+    hf_config = read_config(folder)
+    family = family_of(hf_config, folder)
+    cfg = Config.from_dict(family.config_from_hf(hf_config, name or folder.resolve().name), f"{folder}/config.json")
+    state = hf_to_ours(read_safetensors(folder), family.rules(cfg), cfg)
+    model = model_from_state(cfg, state, dtype=dtype)
+    model.hf_architecture = family.architecture
+    return model
+
+
+def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None) -> CausalLM:
+    """Build on ``meta`` and adopt the given tensors (no random init, no second copy)."""
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    expected = set(model.state_dict())
+    if cfg.model.tie_embeddings:
+        expected.discard("lm_head.weight")
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing:
+        raise WeightMappingError("model weights absent from the checkpoint", list(missing))
+    if unexpected:
+        raise WeightMappingError("checkpoint weights the model does not have", list(unexpected))
+    model.load_state_dict(state, strict=False, assign=True)
+    if cfg.model.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model.positions = POSITION_KINDS[cfg.position.kind](cfg)
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        raise WeightMappingError("tensors left unset after loading", still_meta)
+    if dtype is not None:
+        model.to(dtype)
+    return model
+
+
+def save_pretrained(model: CausalLM, folder: str | Path, *, architecture: str | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads back.
+
+    architecture: which Hugging Face class to write; default: the one the model
+    was loaded from, else the first that can express its config.
+    """
+    cfg = model.config
+    family, hf_config = _choose_family(cfg, architecture or getattr(model, "hf_architecture", None))
+    state = model.state_dict()
+    if cfg.model.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    hf_state = ours_to_hf(state, family.rules(cfg), cfg)
+    dtypes = {t.dtype for t in hf_state.values()}
+    hf_config["torch_dtype"] = str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "float32"
+    write_folder(Path(folder), hf_config, hf_state)
+    return Path(folder)
+
+
+def _choose_family(cfg: Config, architecture: str | None) -> tuple[HFFamily, dict]:
+    if architecture is not None:
+        if architecture not in ARCHITECTURES:
+            raise UnsupportedConfig(f"architecture {architecture!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
+        family = ARCHITECTURES[architecture]
+        return family, family.config_to_hf(cfg)
+    reasons = []
+    for family in FAMILIES:
+        try:
+            return family, family.config_to_hf(cfg)
+        except UnsupportedConfig as err:
+            reasons.append(str(err))
+    raise UnsupportedConfig(f"{cfg.name}: no Hugging Face architecture can express this config:\n  " + "\n  ".join(reasons))

@@ -1,0 +1,19 @@
+"""Supported Hugging Face architectures: ``architectures[0]`` of config.json -> family table.
+
+The order matters when saving a model that was not loaded from a checkpoint:
+the first architecture that can express its config is used.
+"""
+
+from __future__ import annotations
+
+from . import bloom, llama, qwen
+from .family import HFFamily
+
+FAMILIES: list[HFFamily] = [
+    qwen.QWEN3_FAMILY,
+    qwen.QWEN2_FAMILY,
+    llama.FAMILY,
+    bloom.FAMILY,
+]
+
+ARCHITECTURES: dict[str, HFFamily] = {f.architecture: f for f in FAMILIES}

@@ -1,0 +1,194 @@
+"""Weight conversion as data: a closed set of rules, each run in both directions.
+
+A family's table is a list of rules. Loading moves every checkpoint tensor
+through the first rule that matches its key; saving runs the same rules
+backwards. A key that no rule claims is an error listing the keys, on either
+side, so nothing is ever dropped by accident.
+
+Patterns name key parts with ``{placeholders}``: ``model.layers.{i}.mlp.{p}``
+matches ``model.layers.3.mlp.up_proj.weight`` with i = "3", p = "up_proj.weight".
+
+Rules:
+    Rename        one tensor, new name
+    Drop          checkpoint tensors that carry no parameter (e.g. cached ``inv_freq``)
+    SplitFused    one checkpoint tensor <-> several of ours (fused QKV, fused gate/up)
+    StackExperts  one tensor per expert in the checkpoint <-> one stacked [n_experts, ...] tensor
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from ...config import Config
+
+State = dict[str, torch.Tensor]
+
+
+class WeightMappingError(KeyError):
+    """Checkpoint and model keys do not correspond; the message lists the keys."""
+
+    def __init__(self, what: str, keys: Sequence[str]):
+        shown = "\n  ".join(sorted(keys)[:50])
+        more = f"\n  ... and {len(keys) - 50} more" if len(keys) > 50 else ""
+        super().__init__(f"{what} ({len(keys)}):\n  {shown}{more}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+@lru_cache(maxsize=512)
+def _regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"(\{\w+\})", pattern)
+    body = "".join(f"(?P<{p[1:-1]}>.+?)" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(f"^{body}$")
+
+
+def _matches(state: State, pattern: str) -> list[tuple[str, dict[str, str]]]:
+    regex = _regex(pattern)
+    found = []
+    for key in list(state):
+        m = regex.match(key)
+        if m:
+            found.append((key, m.groupdict()))
+    return found
+
+
+@dataclass(frozen=True)
+class Rename:
+    """``hf`` <-> ``ours``, same tensor."""
+
+    hf: str
+    ours: str
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        for key, fields in _matches(src, self.hf):
+            dst[self.ours.format(**fields)] = src.pop(key)
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        for key, fields in _matches(src, self.ours):
+            dst[self.hf.format(**fields)] = src.pop(key)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Checkpoint keys that hold no parameter of ours; never written on save."""
+
+    hf: str
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        for key, _ in _matches(src, self.hf):
+            del src[key]
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SplitFused:
+    """One checkpoint tensor <-> several of ours. ``split(t, cfg)`` returns the
+    parts in the order of ``ours``; ``fuse(parts, cfg)`` is its inverse."""
+
+    hf: str
+    ours: tuple[str, ...]
+    split: Callable[[torch.Tensor, Config], Sequence[torch.Tensor]]
+    fuse: Callable[[Sequence[torch.Tensor], Config], torch.Tensor]
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        for key, fields in _matches(src, self.hf):
+            parts = self.split(src.pop(key), cfg)
+            for pattern, part in zip(self.ours, parts, strict=True):
+                dst[pattern.format(**fields)] = part.contiguous()
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        for _key, fields in _matches(src, self.ours[0]):
+            names = [pattern.format(**fields) for pattern in self.ours]
+            missing = [n for n in names if n not in src]
+            if missing:
+                raise WeightMappingError("parts missing to fuse " + self.hf.format(**fields), missing)
+            dst[self.hf.format(**fields)] = self.fuse([src.pop(n) for n in names], cfg)
+
+
+@dataclass(frozen=True)
+class StackExperts:
+    """``hf`` has one key per expert (an ``{e}`` placeholder); ``ours`` one stacked tensor.
+
+    ``transpose`` swaps the last two dims (for stacked weights kept as [e, in, out])."""
+
+    hf: str
+    ours: str
+    n_experts: Callable[[Config], int]
+    transpose: bool = False
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        groups: dict[tuple, dict[int, str]] = {}
+        for key, fields in _matches(src, self.hf):
+            expert = int(fields.pop("e"))
+            groups.setdefault(tuple(sorted(fields.items())), {})[expert] = key
+        n = self.n_experts(cfg)
+        for fields, keys in groups.items():
+            if sorted(keys) != list(range(n)):
+                absent = [self.hf.format(e=e, **dict(fields)) for e in range(n) if e not in keys]
+                raise WeightMappingError(f"experts missing (config says {n})", absent or list(keys.values()))
+            stacked = torch.stack([src.pop(keys[e]) for e in range(n)])
+            dst[self.ours.format(**dict(fields))] = stacked.transpose(-1, -2).contiguous() if self.transpose else stacked
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        for key, fields in _matches(src, self.ours):
+            stacked = src.pop(key)
+            if self.transpose:
+                stacked = stacked.transpose(-1, -2)
+            for e, tensor in enumerate(stacked.unbind(0)):
+                dst[self.hf.format(e=e, **fields)] = tensor.contiguous()
+
+
+Rule = Rename | Drop | SplitFused | StackExperts
+
+
+def hf_to_ours(state: State, rules: Sequence[Rule], cfg: Config) -> State:
+    """Checkpoint tensors -> our names; every checkpoint key must be claimed by a rule."""
+    src, dst = dict(state), {}
+    for rule in rules:
+        rule.load(src, dst, cfg)
+    if src:
+        raise WeightMappingError("checkpoint keys no rule of this architecture maps", list(src))
+    return dst
+
+
+def ours_to_hf(state: State, rules: Sequence[Rule], cfg: Config) -> State:
+    """Our tensors -> checkpoint names; every key of ours must be claimed by a rule."""
+    src, dst = dict(state), {}
+    for rule in rules:
+        rule.save(src, dst, cfg)
+    if src:
+        raise WeightMappingError("model keys no rule of this architecture maps", list(src))
+    return dst
+
+
+# ---- split / fuse helpers shared by several families --------------------------
+
+
+def split_per_head(t: torch.Tensor, n_heads: int, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Rows laid out per head, [head_0: part_0 | part_1 | ...][head_1: ...] (BLOOM, ChatGLM-6B QKV)."""
+    grouped = t.reshape(n_heads, sum(sizes), *t.shape[1:])
+    return [p.reshape(n_heads * s, *t.shape[1:]) for p, s in zip(grouped.split(list(sizes), dim=1), sizes)]
+
+
+def fuse_per_head(parts: Sequence[torch.Tensor], n_heads: int) -> torch.Tensor:
+    """Inverse of ``split_per_head``."""
+    grouped = [p.reshape(n_heads, -1, *p.shape[1:]) for p in parts]
+    fused = torch.cat(grouped, dim=1)
+    return fused.reshape(-1, *parts[0].shape[1:])
+
+
+def split_blocks(t: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Rows laid out as contiguous blocks [part_0 | part_1 | ...] (ChatGLM2 QKV, fused gate/up)."""
+    return list(t.split(list(sizes), dim=0))
+
+
+def fuse_blocks(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(list(parts), dim=0)
