@@ -1,0 +1,118 @@
+"""RMSNorm and LayerNorm against their equations (Zhang & Sennrich 2019; Ba et al. 2016)."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import torch
+
+from archzoo.blocks.norm import NORM_KINDS, LayerNorm, RMSNorm
+from archzoo.config.sections import NormKind
+
+
+def rms_reference(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """y_i = x_i / sqrt(mean_j x_j^2 + eps) * g_i, written out in float64."""
+    x64 = x.double()
+    mean_square = (x64 * x64).sum(-1, keepdim=True) / x64.shape[-1]
+    return x64 / torch.sqrt(mean_square + eps) * gain.double()
+
+
+def layernorm_reference(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """y = (x - mean) / sqrt(var + eps) * g + b, biased variance, in float64."""
+    x64 = x.double()
+    n = x64.shape[-1]
+    mean = x64.sum(-1, keepdim=True) / n
+    var = ((x64 - mean) ** 2).sum(-1, keepdim=True) / n
+    return (x64 - mean) / torch.sqrt(var + eps) * gain.double() + bias.double()
+
+
+def test_rmsnorm_worked_example():
+    # x = (3, 4): mean square = 12.5, rms = sqrt(12.5 + eps)
+    norm = RMSNorm(2, eps=0.0)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0]))
+    y = norm(torch.tensor([[3.0, 4.0]]))
+    rms = 12.5**0.5
+    torch.testing.assert_close(y, torch.tensor([[3.0 / rms, 2 * 4.0 / rms]]))
+
+
+def test_rmsnorm_equals_formula():
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16))
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(norm(x).double(), rms_reference(x, norm.weight, 1e-5), rtol=1e-6, atol=1e-6)
+
+
+def test_rmsnorm_does_not_centre():
+    """Adding a constant changes RMSNorm's output; LayerNorm's is unchanged (it subtracts the mean)."""
+    torch.manual_seed(1)
+    x = torch.randn(4, 16)
+    rms, ln = RMSNorm(16), LayerNorm(16)
+    assert not torch.allclose(rms(x), rms(x + 3.0), atol=1e-3)
+    torch.testing.assert_close(ln(x), ln(x + 3.0), rtol=1e-5, atol=1e-5)
+    # RMSNorm of a centred vector equals LayerNorm without the bias (same gains): the only difference is centring
+    centred = x - x.mean(-1, keepdim=True)
+    torch.testing.assert_close(RMSNorm(16, eps=1e-5)(centred), ln(x), rtol=1e-5, atol=1e-5)
+
+
+def test_rmsnorm_has_no_bias():
+    assert [name for name, _ in RMSNorm(8).named_parameters()] == ["weight"]
+
+
+def test_layernorm_equals_formula_with_bias():
+    torch.manual_seed(2)
+    norm = LayerNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16))
+        norm.bias.copy_(torch.randn(16))
+    x = torch.randn(3, 5, 16) * 4 + 2
+    expected = layernorm_reference(x, norm.weight, norm.bias, 1e-5)
+    torch.testing.assert_close(norm(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+# unit roundoff: the output may carry one rounding to the half type, nothing more
+UNIT_ROUNDOFF = {torch.float16: 2**-11, torch.bfloat16: 2**-8}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rmsnorm_half_precision_statistics_in_float32(dtype):
+    """Half-precision statistics fail here: 1000^2 overflows float16, and bfloat16 statistics round
+    the mean square and its rsqrt. The output must be the float64 result of the same (exactly
+    representable) inputs, rounded once."""
+    torch.manual_seed(3)
+    dim = 4096
+    x = ((torch.rand(2, dim) + 0.5) * 1000).to(dtype)  # every x^2 > 65504 (float16 max)
+    norm = RMSNorm(dim, eps=1e-6).to(dtype)
+    y = norm(x)
+    assert y.dtype == dtype
+    assert torch.isfinite(y).all()
+    expected = rms_reference(x, norm.weight, 1e-6)
+    torch.testing.assert_close(y.double(), expected, rtol=1.02 * UNIT_ROUNDOFF[dtype], atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_layernorm_half_precision_statistics_in_float32(dtype):
+    torch.manual_seed(4)
+    dim = 4096
+    # mean 200, std 3: a half-precision mean is off by up to half a unit (0.06 in float16, 0.5 in
+    # bfloat16), which a half-precision centring would carry into every output
+    x = (torch.randn(2, dim) * 3 + 200).to(dtype)
+    norm = LayerNorm(dim, eps=1e-5).to(dtype)
+    y = norm(x)
+    assert torch.isfinite(y).all()
+    expected = layernorm_reference(x, norm.weight, norm.bias, 1e-5)
+    torch.testing.assert_close(y.double(), expected, rtol=UNIT_ROUNDOFF[dtype], atol=1e-4)
+
+
+def test_norm_kinds_match_literal():
+    assert set(NORM_KINDS) == set(typing.get_args(NormKind))
+
+
+@pytest.mark.parametrize("kind", sorted(NORM_KINDS))
+def test_norm_kinds_take_dim_and_eps(kind):
+    norm = NORM_KINDS[kind](8, 1e-3)
+    assert norm.eps == 1e-3
+    assert norm(torch.randn(2, 8)).shape == (2, 8)
