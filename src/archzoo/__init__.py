@@ -7,9 +7,11 @@ The public API::
     rep   = archzoo.count_params(cfg)
     model = archzoo.load_pretrained("dir/")
     archzoo.save_pretrained(model, "dir/")
+    new   = archzoo.generate(model, input_ids, max_new_tokens=20)
 """
 
 from .config import Config, ConfigError, load_config
+from .generate import generate
 from .inspect import count_params
 from .models.decoder import CausalLM, build_model
 from .models.hf import load_pretrained, save_pretrained
@@ -20,6 +22,7 @@ __all__ = [
     "ConfigError",
     "build_model",
     "count_params",
+    "generate",
     "load_config",
     "load_pretrained",
     "save_pretrained",

@@ -1,0 +1,226 @@
+"""Autoregressive decoding over the KV cache: greedy or sampled.
+
+    x_{t+1} ~ softmax(logits(x_1..x_t) / T)     (restricted to the top-k / top-p tokens)
+    x_{t+1} = argmax logits(x_1..x_t)            when T = 0 (greedy)
+
+The prompt is run once (prefill) and fills the cache; each later step feeds
+one token and reads the cached keys and values of all earlier ones, so a step
+costs O(t) attention instead of a full O(t^2) forward (``blocks/cache.py``).
+
+What the model is told about positions and visibility at each step depends on
+the config's ``[position] kind`` only (``DECODE_SCHEMES`` at the end):
+
+* ``rope``, ``alibi``, ``none``: 1-D positions. A left-padded row's first real
+  token sits at position 0: positions are the running count of real tokens
+  (``cumsum(attention_mask) - 1``, as Hugging Face ``generate`` does) and the
+  padding mask grows by one kept slot per step.
+* ``glm2d``: ChatGLM-6B's prefix-LM: the prompt (up to ``<sop>``) is
+  bidirectional, and every new token gets position (mask position, previous
+  block position + 1) (``models/glm.py``).
+
+``generate`` returns only the new tokens, ``[batch, new]``: the prompt is what
+the caller passed in, and ``torch.cat((input_ids, new), 1)`` rebuilds Hugging
+Face's prompt-plus-continuation layout when needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LinearPositions:
+    """1-D positions for rope / alibi / no-position models; padding as a ``[batch, slots]`` keep-mask."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def prefill(
+        self, input_ids: torch.Tensor, keep: torch.Tensor | None, max_len: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Position ids and attention mask for the prompt (``None``: the model's defaults)."""
+        batch, seq = input_ids.shape
+        self.length = seq
+        if keep is None:
+            self.keep = None
+            self.next_position = None
+            return None, None
+        self.keep = torch.ones(batch, max_len, dtype=torch.bool, device=input_ids.device)
+        self.keep[:, :seq] = keep
+        positions = (keep.long().cumsum(-1) - 1).clamp(min=0)
+        self.next_position = positions[:, -1:] + 1
+        return positions, self.keep[:, :seq]
+
+    def step(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Position ids and attention mask for the next single token."""
+        self.length += 1
+        if self.keep is None:
+            return None, None
+        positions = self.next_position
+        self.next_position = positions + 1
+        return positions, self.keep[:, : self.length]
+
+
+class GLMPrefixPositions:
+    """ChatGLM-6B's prefix-LM decoding: 2D positions, bidirectional prompt up to ``<sop>``.
+
+    The prompt's positions and mask come from ``prefix_lm_inputs`` (the token
+    ids are the config's ``[tokens]``); each new token gets (mask position,
+    previous block position + 1) and sees every real cached slot and itself.
+    """
+
+    def __init__(self, model: nn.Module):
+        tokens = model.config.tokens
+        if tokens.sop_id is None or (tokens.gmask_id is None and tokens.mask_id is None):
+            raise ValueError(
+                f"{model.config.name}: [tokens] sop_id and gmask_id (or mask_id) must be set "
+                "to decode with glm2d positions (the prompt ends in [gMASK] <sop>)"
+            )
+        self.tokens = tokens
+
+    def prefill(
+        self, input_ids: torch.Tensor, keep: torch.Tensor | None, max_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from .models.glm import prefix_lm_inputs
+
+        t = self.tokens
+        inputs = prefix_lm_inputs(input_ids, gmask_id=t.gmask_id, mask_id=t.mask_id, sop_id=t.sop_id, padding_mask=keep)
+        batch, seq = input_ids.shape
+        self.length = seq
+        self.positions = inputs.position_ids[..., -1:]
+        self.keep = None
+        if keep is not None:
+            self.keep = torch.ones(batch, max_len, dtype=torch.bool, device=input_ids.device)
+            self.keep[:, :seq] = keep
+        return inputs.position_ids, inputs.attention_mask
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from .models.glm import next_prefix_lm_positions
+
+        self.length += 1
+        self.positions = next_prefix_lm_positions(self.positions)
+        return self.positions, None if self.keep is None else self.keep[:, : self.length]
+
+
+def _check_arguments(
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    attention_mask: torch.Tensor | None,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+) -> None:
+    if input_ids.dim() != 2 or input_ids.dtype != torch.long or input_ids.shape[1] == 0:
+        raise ValueError(
+            f"input_ids: must be a non-empty LongTensor [batch, seq], got {input_ids.dtype} {list(input_ids.shape)}"
+        )
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens: must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature: must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k: must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p: must be in (0, 1], got {top_p}")
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"attention_mask: must match input_ids {list(input_ids.shape)}, got {list(attention_mask.shape)}"
+            )
+        keep = attention_mask.bool()
+        if bool((keep[:, 1:] < keep[:, :-1]).any()):
+            raise ValueError("attention_mask: only left padding is supported (0s, then 1s, in every row)")
+        if not bool(keep[:, -1].all()):
+            raise ValueError("attention_mask: every row needs at least one real token (the last slot must be 1)")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k, then outside the smallest top-p nucleus.
+
+    The nucleus keeps the most probable tokens whose cumulative probability,
+    before adding each one, is below p (so at least one token always stays).
+    """
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs
+        drop_sorted = before >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``[batch, vocab]`` logits -> ``[batch]`` token ids (argmax when temperature is 0)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Continue each prompt by up to ``max_new_tokens`` tokens; returns only the new ids ``[batch, new]``.
+
+    input_ids: ``[batch, seq]`` prompts; shorter prompts left-padded.
+    attention_mask: ``[batch, seq]``, 1 = real token, 0 = left padding (None: no padding).
+    temperature: 0 = greedy (argmax); > 0 divides the logits before sampling.
+    top_k / top_p: sample only among the k most likely tokens / the smallest set
+        whose probability reaches p (ignored when greedy).
+    eos_id: a row that emits it is finished and keeps emitting ``eos_id``;
+        decoding stops early once every row is finished, so ``new`` may be
+        shorter than ``max_new_tokens``.
+    generator: a ``torch.Generator`` for reproducible sampling.
+    """
+    _check_arguments(input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p)
+    batch, seq = input_ids.shape
+    if max_new_tokens == 0:
+        return input_ids.new_empty(batch, 0)
+    scheme = DECODE_SCHEMES[model.config.position.kind](model)
+    keep = attention_mask.bool() if attention_mask is not None and not bool(attention_mask.bool().all()) else None
+    max_len = seq + max_new_tokens
+    cache = model.new_cache(max_len)
+    positions, mask = scheme.prefill(input_ids, keep, max_len)
+    logits = model(input_ids, mask, positions, cache, logits_to_keep=1)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    new_tokens = []
+    while True:
+        token = next_token(logits[:, -1], temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            token = token.masked_fill(finished, eos_id)
+            finished |= token == eos_id
+        new_tokens.append(token)
+        if len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
+            break
+        positions, mask = scheme.step()
+        logits = model(token[:, None], mask, positions, cache, logits_to_keep=1)
+    return torch.stack(new_tokens, dim=1)
+
+
+DECODE_SCHEMES = {
+    "rope": LinearPositions,
+    "alibi": LinearPositions,
+    "none": LinearPositions,
+    "glm2d": GLMPrefixPositions,
+}
+"""``[position] kind`` -> how prompt and step positions/masks are made while decoding."""
