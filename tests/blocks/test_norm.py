@@ -116,3 +116,15 @@ def test_norm_kinds_take_dim_and_eps(kind):
     norm = NORM_KINDS[kind](8, 1e-3)
     assert norm.eps == 1e-3
     assert norm(torch.randn(2, 8)).shape == (2, 8)
+
+
+def test_rmsnorm_float64_is_not_downcast():
+    """float64 inputs keep float64 precision (reference checks and gradcheck rely on it)."""
+    torch.manual_seed(5)
+    norm = RMSNorm(16, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, dtype=torch.float64))
+    x = torch.randn(3, 16, dtype=torch.float64)
+    y = norm(x)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, rms_reference(x, norm.weight, 1e-6), rtol=1e-12, atol=1e-12)

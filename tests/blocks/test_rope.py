@@ -75,9 +75,7 @@ def test_dot_product_depends_only_on_relative_position(layout, fraction, theta):
     q, k = torch.randn(HEAD_DIM), torch.randn(HEAD_DIM)
     for offset in (0, 3, -5, 17):
         pairs = [(m, m - offset) for m in (20, 23, 41, 60)]
-        dots = [
-            torch.dot(rotate(rope, q[None], [m])[0], rotate(rope, k[None], [n])[0]).item() for m, n in pairs
-        ]
+        dots = [torch.dot(rotate(rope, q[None], [m])[0], rotate(rope, k[None], [n])[0]).item() for m, n in pairs]
         for d in dots[1:]:
             assert d == pytest.approx(dots[0], rel=1e-4, abs=1e-4)
     # and it does depend on the offset (else the test above proves nothing)

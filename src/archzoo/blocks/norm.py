@@ -5,8 +5,9 @@ RMSNorm (Zhang & Sennrich, 2019, "Root Mean Square Layer Normalization"):
     y = x / sqrt(mean_i(x_i^2) + eps) * g
 
 No mean is subtracted and there is no bias: only the scale of the vector is
-normalised. Computed in float32 and cast back before the gain, as LLaMA's
-reference code and ``transformers`` do, so half-precision models match.
+normalised. Computed in float32 (float64 stays float64) and cast back before
+the gain, as LLaMA's reference code and ``transformers`` do, so half-precision
+models match.
 
 LayerNorm (Ba et al., 2016, "Layer Normalization"):
 
@@ -29,7 +30,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        normed = F.rms_norm(x.to(compute_dtype), self.weight.shape, eps=self.eps)
         return self.weight * normed.to(x.dtype)
 
     def extra_repr(self) -> str:
