@@ -12,7 +12,7 @@ The public API::
 
 from .config import Config, ConfigError, load_config
 from .generate import generate
-from .inspect import count_params
+from .inspect import count_params, estimate_memory
 from .models.decoder import CausalLM, build_model
 from .models.hf import load_pretrained, save_pretrained
 
@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "build_model",
     "count_params",
+    "estimate_memory",
     "generate",
     "load_config",
     "load_pretrained",

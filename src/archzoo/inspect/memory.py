@@ -1,0 +1,147 @@
+"""Memory of a config for inference and training, from its exact parameter count.
+
+Weights: parameters x bytes per value (fp32 4, fp16/bf16 2, fp8 1, int8 1,
+int4 0.5). Quantisation scales and zero points are not counted (a few
+percent at group size 64-128); buffers and the MTP module are not counted.
+
+KV cache, values per token per layer:
+
+    MHA / GQA / MQA   2 x n_kv_heads x head_dim         (K and V; head_dim as configured:
+                                                          Qwen3 sets it, it is not d_model / n_heads)
+    MLA, absorbed     kv_lora_rank + qk_rope_head_dim   (the compressed latent c_KV and the shared
+                                                          RoPE key; DeepSeek-V2 paper, Sec. 2.1)
+    MLA, naive        n_heads x (qk_nope + qk_rope + v_head_dim)
+                                                         (decompressed K and V, as Hugging Face caches them)
+
+kv_bytes_per_token = n_layers x values x bytes(dtype); the cache for a batch
+is batch x seq_len x kv_bytes_per_token. Inference total = weights at dtype +
+that cache (the transient working set of one layer and the last logits is
+left out; at decode time it is small).
+
+Training with AdamW in mixed precision (Rajbhandari et al. 2020, "ZeRO",
+Sec. 3.1): 16 bytes per parameter = 2 (16-bit weights) + 2 (16-bit
+gradients) + 4 (fp32 master weights) + 4 + 4 (fp32 first and second
+moments). Every parameter counts, also experts a token does not use: each
+has its gradient and optimizer state. Activations are 16-bit and estimated
+in ``activations.py`` (Korthikanti et al. 2022), with and without full
+activation checkpointing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..config import Config, load_config
+from .activations import activation_bytes
+from .flops import FlopsReport, estimate_flops
+from .params import ParamReport, count_params
+
+BYTES_PER_VALUE = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+"""Storage of one value per dtype name."""
+
+WEIGHT_DTYPES = ("fp32", "bf16", "fp8", "int8", "int4")
+"""The dtypes whose weight bytes every report lists."""
+
+ADAMW_MIXED_PRECISION = {"weights_16bit": 2, "gradients_16bit": 2, "master_fp32": 4, "adam_m_fp32": 4, "adam_v_fp32": 4}
+"""Bytes per parameter of mixed-precision AdamW training (ZeRO, Sec. 3.1): 16 in all."""
+
+_DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float8": "fp8"}
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Bytes of one config at one batch, length and dtype (see the module docstring)."""
+
+    name: str
+    dtype: str
+    batch: int
+    seq_len: int
+    params: int
+    active_params: int
+    weight_bytes: dict[str, float]
+    kv_values_per_token_per_layer: int
+    kv_bytes_per_token: float
+    kv_cache_bytes: float
+    inference_bytes: float
+    training_state_bytes: dict[str, float]
+    activation_bytes: float
+    activation_bytes_checkpointed: float
+    training_bytes: float
+    training_bytes_checkpointed: float
+    flops: FlopsReport
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dtype_bytes(dtype: str) -> float:
+    """Bytes of one value of ``dtype`` (``bf16``, ``float16``, ``int4``, ...); ValueError names the choices."""
+    key = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."), str(dtype).lower())
+    if key not in BYTES_PER_VALUE:
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(BYTES_PER_VALUE)}")
+    return BYTES_PER_VALUE[key]
+
+
+def kv_values_per_token_per_layer(cfg: Config) -> int:
+    """Cached values of one token in one layer (see the module docstring)."""
+    a = cfg.attention
+    if a.kind == "mla":
+        if a.mla_mode == "absorbed":
+            return a.kv_lora_rank + a.qk_rope_head_dim
+        return a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
+    return 2 * cfg.n_kv_heads * cfg.head_dim
+
+
+def kv_bytes_per_token(cfg: Config, dtype: str = "bf16") -> float:
+    """KV cache of one token over all layers at ``dtype``."""
+    return cfg.model.n_layers * kv_values_per_token_per_layer(cfg) * dtype_bytes(dtype)
+
+
+def estimate_memory(
+    cfg: Config | str,
+    *,
+    batch: int = 1,
+    seq_len: int | None = None,
+    dtype: str = "bf16",
+    params: ParamReport | None = None,
+) -> MemoryReport:
+    """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
+
+    batch: sequences at once (> 0). seq_len: tokens per sequence (> 0; unset =
+    the config's max_seq_len). dtype: weights and KV cache for inference.
+    Training is mixed-precision AdamW whatever ``dtype`` says.
+    """
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    seq_len = cfg.model.max_seq_len if seq_len is None else seq_len
+    for arg, value in (("batch", batch), ("seq_len", seq_len)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{arg}: must be a positive integer, got {value!r}")
+    value_bytes = dtype_bytes(dtype)
+    report = params or count_params(cfg)
+    n = report.total
+    weights = {name: n * BYTES_PER_VALUE[name] for name in WEIGHT_DTYPES}
+    per_token = kv_bytes_per_token(cfg, dtype)
+    cache = batch * seq_len * per_token
+    state = {part: n * b for part, b in ADAMW_MIXED_PRECISION.items()}
+    acts = activation_bytes(cfg, batch, seq_len)
+    acts_ckpt = activation_bytes(cfg, batch, seq_len, checkpointing=True)
+    return MemoryReport(
+        name=cfg.name,
+        dtype=dtype,
+        batch=batch,
+        seq_len=seq_len,
+        params=n,
+        active_params=report.active,
+        weight_bytes=weights,
+        kv_values_per_token_per_layer=kv_values_per_token_per_layer(cfg),
+        kv_bytes_per_token=per_token,
+        kv_cache_bytes=cache,
+        inference_bytes=n * value_bytes + cache,
+        training_state_bytes=state,
+        activation_bytes=acts,
+        activation_bytes_checkpointed=acts_ckpt,
+        training_bytes=sum(state.values()) + acts,
+        training_bytes_checkpointed=sum(state.values()) + acts_ckpt,
+        flops=estimate_flops(cfg, report, seq_len),
+    )
