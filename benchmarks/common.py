@@ -1,0 +1,51 @@
+"""Shared pieces of the benchmark scripts: timing, the machine's matmul peak,
+and building archzoo and transformers models that hold the same weights."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+import archzoo
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine (FLOP/s), all threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds = median_seconds(lambda: a @ b, repeats=repeats)
+    return 2 * size**3 / seconds
+
+
+def same_weights(hf_model) -> archzoo.CausalLM:
+    """The archzoo model holding ``hf_model``'s weights, through a checkpoint folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        hf_model.save_pretrained(folder)
+        return archzoo.load_pretrained(folder).eval()
+
+
+def forward_flops(model: archzoo.CausalLM, batch: int, seq: int) -> float:
+    """Matmul FLOPs of one forward over batch x seq tokens: 2 x (weights touched per
+    token, the embedding lookup excluded) per token, plus QK^T and AV over the
+    causal half of the score matrix (2 x 2 x layers x heads x head_dim x seq^2 / 2 per row)."""
+    cfg = model.config
+    weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed."))
+    if cfg.model.tie_embeddings:
+        weights += model.embed.weight.numel()
+    attention = 2 * cfg.model.n_layers * cfg.n_heads * cfg.head_dim * seq * seq  # causal half of 2 x 2 x ...
+    return batch * (2 * weights * seq + attention)
