@@ -118,8 +118,10 @@ class CausalLM(nn.Module):
         hidden = self.embed(input_ids)
         scale = self.config.model.embedding_grad_scale
         if scale != 1.0 and torch.is_grad_enabled():
-            # GLM-130B embedding gradient shrink: same value, gradient scaled by `scale`
-            hidden = hidden * scale + hidden.detach() * (1 - scale)
+            # GLM-130B embedding gradient shrink: same value, gradient scaled by `scale`.
+            # GLM writes h*s + h.detach()*(1-s), which moves the value by an ulp; here
+            # (h - h.detach()) is exactly 0, so the forward value is h bit for bit.
+            hidden = hidden.detach() + (hidden - hidden.detach()) * scale
         if self.embed_norm is not None:
             hidden = self.embed_norm(hidden)
         ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
