@@ -35,6 +35,11 @@ class LinearPositions:
     def __init__(self, model: nn.Module):
         self.model = model
 
+    @staticmethod
+    def complete_prompt(ids: list[int], cfg) -> list[int]:
+        """The prompt as this scheme expects it: unchanged."""
+        return ids
+
     def prefill(
         self, input_ids: torch.Tensor, keep: torch.Tensor | None, max_len: int
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -77,6 +82,15 @@ class GLMPrefixPositions:
                 "to decode with glm2d positions (the prompt ends in [gMASK] <sop>)"
             )
         self.tokens = tokens
+
+    @staticmethod
+    def complete_prompt(ids: list[int], cfg) -> list[int]:
+        """Append ``[gMASK] <sop>`` unless present, as ChatGLM-6B's tokenizer does."""
+        t = cfg.tokens
+        if t.sop_id in ids:
+            return ids
+        has_mask = t.gmask_id in ids or (t.mask_id is not None and t.mask_id in ids)
+        return ids + ([] if has_mask else [t.gmask_id]) + [t.sop_id]
 
     def prefill(
         self, input_ids: torch.Tensor, keep: torch.Tensor | None, max_len: int
