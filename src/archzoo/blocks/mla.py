@@ -1,0 +1,205 @@
+"""Multi-head latent attention (MLA; DeepSeek-AI 2024, "DeepSeek-V2", section 2.1).
+
+Keys and values of all H heads are decompressed from one small latent per token,
+and position enters through a separate RoPE key shared by all heads:
+
+    c_t   = RMSNorm(W_DKV x_t)                         latent, width r = kv_lora_rank
+    k_R,t = RoPE(W_KR x_t)                             shared rope key, width d_R = qk_rope_head_dim
+    k_j,t = [W_UK,j c_t ; k_R,t]     v_j,t = W_UV,j c_t     per head j (widths d_n + d_R, d_v)
+    q_j,t = [q_N,j,t ; RoPE(q_R,j,t)] = W_Q x_t        or W_UQ RMSNorm(W_DQ x_t) (q_lora_rank > 0)
+    o_t   = W_O [softmax_j(q_j . k_j * s) v_j]_j
+
+(W_DKV and W_KR are one matrix, ``kv_a_proj``; W_UK and W_UV are one matrix,
+``kv_b_proj``.) Two ways to compute the same numbers:
+
+naive     decompress K and V for every head, then ordinary attention. The cache
+          holds the decompressed keys and values: H (d_n + d_R + d_v) numbers per
+          token and layer (the reference code's "naive" mode).
+absorbed  q_N . (W_UK c) = (W_UK^T q_N) . c, and W_O (sum p W_UV c) = W_O W_UV (sum p c):
+          fold W_UK into the query and W_UV into the output, and attend with all
+          heads over the cached latents [c ; k_R] directly. The cache holds only
+          r + d_R numbers per token and layer (576 for DeepSeek-V2/V3, against
+          128 x 320 = 40960 naive).
+
+The softmax scale is 1/sqrt(d_n + d_R), times YaRN's m(factor, mscale_all_dim)^2
+when the rope is YaRN-scaled (DeepSeek-V2/V3). The mode is a plain attribute,
+``mla_mode``, that ``set_mla_mode(model, mode)`` switches on every layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from .attention import AttentionContext
+from .cache import LayerCache
+from .norm import RMSNorm
+from .rope_scaling import yarn_softmax_factor
+
+MLA_MODES = ("naive", "absorbed")  # the config's MLAMode literal
+NAIVE_CACHE = ("k", "v")
+ABSORBED_CACHE = ("latent",)
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """MLA with ``q_proj`` (or ``q_a_proj``/``q_a_layernorm``/``q_b_proj``),
+    ``kv_a_proj``, ``kv_a_layernorm``, ``kv_b_proj``, ``o_proj``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        kv_lora_rank: int,
+        qk_nope_head_dim: int,
+        qk_rope_head_dim: int,
+        v_head_dim: int,
+        q_lora_rank: int = 0,
+        norm_eps: float = 1e-6,
+        softmax_scale: float | None = None,
+        mla_mode: str = "absorbed",
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.kv_lora_rank = kv_lora_rank
+        self.nope_dim, self.rope_dim, self.v_dim = qk_nope_head_dim, qk_rope_head_dim, v_head_dim
+        qk_dim = qk_nope_head_dim + qk_rope_head_dim
+        self.scale = softmax_scale if softmax_scale is not None else qk_dim**-0.5
+        self.mla_mode = mla_mode
+        if q_lora_rank:
+            self.q_a_proj = nn.Linear(d_model, q_lora_rank, bias=False)
+            self.q_a_layernorm = RMSNorm(q_lora_rank, norm_eps)
+            self.q_b_proj = nn.Linear(q_lora_rank, n_heads * qk_dim, bias=False)
+        else:
+            self.q_proj = nn.Linear(d_model, n_heads * qk_dim, bias=False)
+        self.kv_a_proj = nn.Linear(d_model, kv_lora_rank + qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = RMSNorm(kv_lora_rank, norm_eps)
+        self.kv_b_proj = nn.Linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim), bias=False)
+        self.o_proj = nn.Linear(n_heads * v_head_dim, d_model, bias=False)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MultiHeadLatentAttention:
+        a = cfg.attention
+        return cls(
+            cfg.model.d_model,
+            a.n_heads,
+            kv_lora_rank=a.kv_lora_rank,
+            qk_nope_head_dim=a.qk_nope_head_dim,
+            qk_rope_head_dim=a.qk_rope_head_dim,
+            v_head_dim=a.v_head_dim,
+            q_lora_rank=a.q_lora_rank,
+            norm_eps=cfg.norm.eps,
+            softmax_scale=cfg.softmax_scale * yarn_softmax_factor(cfg.position.scaling),
+            mla_mode=a.mla_mode,
+        )
+
+    @property
+    def mla_mode(self) -> str:
+        return self._mla_mode
+
+    @mla_mode.setter
+    def mla_mode(self, mode: str) -> None:
+        if mode not in MLA_MODES:
+            raise ValueError(f"mla_mode must be one of {MLA_MODES}, got {mode!r}")
+        self._mla_mode = mode
+
+    # ---- shared projections ------------------------------------------------
+    def queries(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q_nope ``[b, H, s, d_n]``, rotated q_rope ``[b, H, s, d_R]``)."""
+        batch, seq, _ = x.shape
+        if hasattr(self, "q_proj"):
+            q = self.q_proj(x)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(batch, seq, self.n_heads, -1).transpose(1, 2)
+        q_nope, q_rope = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        return q_nope, ctx.rotation.apply(q_rope)
+
+    def latents(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normed latent c ``[b, 1, s, r]``, rotated shared rope key ``[b, 1, s, d_R]``)."""
+        kv = self.kv_a_proj(x)[:, None]
+        latent, k_rope = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        return self.kv_a_layernorm(latent), ctx.rotation.apply(k_rope)
+
+    def up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_UK ``[H, d_n, r]`` and W_UV ``[H, d_v, r]``: views of ``kv_b_proj.weight``."""
+        w = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
+        return w[:, : self.nope_dim], w[:, self.nope_dim :]
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
+        if cache is not None:
+            check_cache_mode(cache, self.mla_mode)
+        q_nope, q_rope = self.queries(x, ctx)
+        latent, k_rope = self.latents(x, ctx)
+        if self.mla_mode == "naive":
+            out = self.attend_naive(q_nope, q_rope, latent, k_rope, ctx, cache)
+        else:
+            out = self.attend_absorbed(q_nope, q_rope, latent, k_rope, ctx, cache)
+        batch, seq, _ = x.shape
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    # ---- the two modes ------------------------------------------------------
+    def attend_naive(self, q_nope, q_rope, latent, k_rope, ctx, cache) -> torch.Tensor:
+        """Decompress per-head K, V; cache them (``k``, ``v``); SDPA. Returns ``[b, H, s, d_v]``."""
+        batch, _, seq, _ = latent.shape
+        kv = self.kv_b_proj(latent[:, 0]).view(batch, seq, self.n_heads, -1).transpose(1, 2)
+        k_nope, v = kv.split([self.nope_dim, self.v_dim], dim=-1)
+        k = torch.cat((k_nope, k_rope.expand(-1, self.n_heads, -1, -1)), dim=-1)
+        q = torch.cat((q_nope, q_rope), dim=-1)
+        if cache is not None:
+            k = cache.append("k", k, ctx.past)
+            v = cache.append("v", v, ctx.past)
+        mask = ctx.mask
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale)
+
+    def attend_absorbed(self, q_nope, q_rope, latent, k_rope, ctx, cache) -> torch.Tensor:
+        """Attend over [c ; k_R] with W_UK folded into q and W_UV into the output.
+
+        The cache holds one tensor, ``latent`` ``[b, 1, slots, r + d_R]``: it is
+        the key of every head as is, and its first r dims are the value.
+        """
+        w_uk, w_uv = self.up_weights()
+        q_latent = q_nope @ w_uk  # [b, H, s, d_n] @ [H, d_n, r] -> [b, H, s, r]
+        q = torch.cat((q_latent, q_rope), dim=-1)
+        keys = torch.cat((latent, k_rope), dim=-1)
+        if cache is not None:
+            keys = cache.append("latent", keys, ctx.past)
+        k = keys.expand(-1, self.n_heads, -1, -1)
+        v = k[..., : self.kv_lora_rank]
+        mask = ctx.mask
+        out_latent = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale
+        )
+        return out_latent @ w_uv.transpose(1, 2)  # [b, H, s, r] @ [H, r, d_v] -> [b, H, s, d_v]
+
+    def extra_repr(self) -> str:
+        return f"heads={self.n_heads}, kv_lora_rank={self.kv_lora_rank}, mla_mode={self.mla_mode}"
+
+
+def check_cache_mode(cache: LayerCache, mode: str) -> None:
+    """A cache filled in one mode cannot be continued in the other (different contents)."""
+    wanted = NAIVE_CACHE if mode == "naive" else ABSORBED_CACHE
+    other = [name for name in cache.buffers if name not in wanted]
+    if other:
+        raise ValueError(
+            f"mla_mode={mode!r}, but this KV cache was filled in the other mode (holds {other}); "
+            "start a new cache after set_mla_mode"
+        )
+
+
+def set_mla_mode(model: nn.Module, mode: str) -> int:
+    """Switch every MLA layer of ``model`` to ``naive`` or ``absorbed``; returns how many layers."""
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadLatentAttention)]
+    for layer in layers:
+        layer.mla_mode = mode
+    return len(layers)
+
+
+def cache_values_per_token(cfg: Config, mode: str) -> int:
+    """Numbers one token stores per layer: r + d_R absorbed, H (d_n + d_R + d_v) naive."""
+    a = cfg.attention
+    if mode == "absorbed":
+        return a.kv_lora_rank + a.qk_rope_head_dim
+    return a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)

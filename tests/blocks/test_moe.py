@@ -1,0 +1,256 @@
+"""Mixture of experts: routers on hand-computed examples, grouped dispatch
+against a per-token loop, the Switch load-balancing loss by hand and against
+transformers, and DeepSeek-V3's bias update evening out a skewed router."""
+
+from __future__ import annotations
+
+import math
+from typing import get_args
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import archzoo
+from archzoo.blocks.experts import StackedExperts, grouped_mm_supported
+from archzoo.blocks.moe import MoE, load_balancing_loss, update_router_bias
+from archzoo.blocks.router import GROUP_SCORES, SCORING_KINDS, Router
+from archzoo.config.sections import GroupScore, RouterScoring
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def identity_router(n_experts: int, top_k: int, **options) -> Router:
+    """A router whose logits are its input (weight = I), so examples are written as logits."""
+    router = Router(n_experts, n_experts, top_k, **options)
+    with torch.no_grad():
+        router.weight.copy_(torch.eye(n_experts))
+    return router
+
+
+def chosen(routing) -> dict[int, float]:
+    """{expert: weight} of the first token."""
+    return dict(zip(routing.indices[0].tolist(), routing.weights[0].tolist()))
+
+
+def test_tables_cover_their_config_literals():
+    assert set(SCORING_KINDS) == set(get_args(RouterScoring))
+    assert set(GROUP_SCORES) == set(get_args(GroupScore))
+
+
+def test_softmax_top_k_without_and_with_renormalising():
+    logits = torch.tensor([[1.0, 2.0, 0.0, 3.0]])
+    total = sum(math.exp(v) for v in (1.0, 2.0, 0.0, 3.0))
+    plain = chosen(identity_router(4, 2)(logits))  # Qwen2-MoE: raw softmax probabilities
+    assert plain.keys() == {3, 1}
+    assert plain[3] == pytest.approx(math.exp(3) / total, rel=1e-6)
+    assert plain[1] == pytest.approx(math.exp(2) / total, rel=1e-6)
+    renormalised = chosen(identity_router(4, 2, normalize_top_k=True)(logits))  # Qwen3-MoE
+    # e^3 / (e^3 + e^2) = sigmoid(1)
+    assert renormalised[3] == pytest.approx(sigmoid(1.0), rel=1e-6)
+    assert renormalised[1] == pytest.approx(sigmoid(-1.0), rel=1e-6)
+
+
+def test_deepseek_v2_group_limited_greedy():
+    # 4 groups of 2 experts; group score = max; keep 2 groups; top 3; scaled by 2.
+    logits = [5.0, 1.0, 4.9, 4.8, 4.95, 0.0, 0.0, 0.0]
+    router = identity_router(8, 3, n_groups=4, topk_groups=2, group_score="max", routed_scaling_factor=2.0)
+    picked = chosen(router(torch.tensor([logits])))
+    # group maxima 5, 4.9, 4.95, 0 -> groups {0, 1} and {4, 5} kept; expert 2 (4.9) is out
+    assert picked.keys() == {0, 4, 1}
+    total = sum(math.exp(v) for v in logits)
+    for expert in picked:
+        assert picked[expert] == pytest.approx(2.0 * math.exp(logits[expert]) / total, rel=1e-6)
+    ungrouped = chosen(identity_router(8, 3)(torch.tensor([logits])))
+    assert ungrouped.keys() == {0, 4, 2}
+
+
+def test_deepseek_v3_bias_only_chooses_and_weights_come_from_unbiased_scores():
+    logits = [2.0, 1.0, -1.0, -2.0, 3.0, -3.0, 0.5, 0.0]
+    router = identity_router(8, 2, scoring="sigmoid", correction_bias=True, normalize_top_k=True,
+                             routed_scaling_factor=2.5)  # fmt: skip
+    with torch.no_grad():
+        router.e_score_correction_bias.copy_(torch.tensor([0, 0, 0, 0, -1.0, 0, 0, 0.6]))
+    picked = chosen(router(torch.tensor([logits])))
+    # choice scores: sigmoid(l) + b -> expert 7: 0.5 + 0.6 = 1.1, expert 0: 0.881; expert 4: 0.953 - 1 < 0
+    assert picked.keys() == {7, 0}
+    s7, s0 = sigmoid(0.0), sigmoid(2.0)
+    assert picked[7] == pytest.approx(2.5 * s7 / (s7 + s0), rel=1e-6)
+    assert picked[0] == pytest.approx(2.5 * s0 / (s7 + s0), rel=1e-6)
+
+
+def test_v3_masked_groups_are_excluded_even_when_kept_scores_are_negative():
+    # Every bias is -10, so every choice score is negative. 4 groups of 2, keep 2, top 3.
+    logits = [2.0, 1.0, -1.0, -2.0, 3.0, -3.0, 0.5, 0.0]
+    router = identity_router(8, 3, scoring="sigmoid", correction_bias=True, normalize_top_k=True,
+                             n_groups=4, topk_groups=2, group_score="top2_sum")  # fmt: skip
+    with torch.no_grad():
+        router.e_score_correction_bias.fill_(-10.0)
+    s = [sigmoid(v) for v in logits]
+    group_sums = [s[0] + s[1] - 20, s[2] + s[3] - 20, s[4] + s[5] - 20, s[6] + s[7] - 20]
+    kept = sorted(range(4), key=lambda g: -group_sums[g])[:2]
+    assert kept == [0, 3]  # expert 4, the best single expert, sits in a dropped group
+    picked = chosen(router(torch.tensor([logits])))
+    # filling dropped groups with 0 instead of -inf would choose them (0 > every kept score)
+    assert picked.keys() == {0, 1, 6}
+    norm = s[0] + s[1] + s[6]
+    for expert in picked:
+        assert picked[expert] == pytest.approx(s[expert] / norm, rel=1e-6)
+
+
+def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tensor:
+    """y_t = sum_j w_tj W_down,e (SiLU(W_gate,e x_t) * W_up,e x_t), one token and one choice at a time."""
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for j in range(indices.shape[1]):
+            e = int(indices[t, j])
+            h = F.silu(experts.gate_proj[e] @ x[t]) * (experts.up_proj[e] @ x[t])
+            out[t] += weights[t, j] * (experts.down_proj[e] @ h)
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_tokens=st.integers(1, 40),
+    n_experts=st.integers(1, 9),
+    top_k=st.integers(1, 3),
+    grouped=st.sampled_from([True, False]),
+    seed=st.integers(0, 2**16),
+)
+def test_grouped_dispatch_equals_a_per_token_loop(n_tokens, n_experts, top_k, grouped, seed):
+    top_k = min(top_k, n_experts)
+    torch.manual_seed(seed)
+    experts = StackedExperts(12, 7, n_experts)
+    experts.init_weights(0.3)
+    x = torch.randn(n_tokens, 12)
+    indices = torch.rand(n_tokens, n_experts).argsort(dim=-1)[:, :top_k]  # distinct experts per token
+    weights = torch.rand(n_tokens, top_k)
+    experts.use_grouped_mm = grouped and grouped_mm_supported(x, experts.gate_proj)
+    out, counts = experts(x, indices, weights)
+    with torch.no_grad():
+        expected = naive_moe_output(experts, x, indices, weights)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert counts.tolist() == [int((indices == e).sum()) for e in range(n_experts)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype):
+    torch.manual_seed(0)
+    experts = StackedExperts(16, 8, 6).to(dtype)
+    experts.init_weights(0.3)
+    x = torch.randn(50, 16, dtype=dtype)
+    if not grouped_mm_supported(x, experts.gate_proj):
+        pytest.xfail("this torch has no grouped_mm for this dtype on CPU; the loop path is the one used")
+    indices = torch.rand(50, 6).argsort(dim=-1)[:, :2]
+    weights = torch.rand(50, 2)
+    results = []
+    for grouped in (True, False):
+        experts.zero_grad()
+        experts.use_grouped_mm = grouped
+        xg = x.clone().requires_grad_()
+        out, _ = experts(xg, indices, weights)
+        out.float().pow(2).sum().backward()
+        results.append((out, xg.grad, experts.gate_proj.grad.clone(), experts.down_proj.grad.clone()))
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_switch_loss_on_worked_examples():
+    # 2 tokens, 2 experts, top-1. Balanced: f = (1/2, 1/2), P = (0.6, 0.4): 2 * (0.3 + 0.2) = 1.
+    scores = torch.tensor([[0.8, 0.2], [0.4, 0.6]])
+    assert load_balancing_loss(scores, torch.tensor([1, 1])).item() == pytest.approx(1.0)
+    # Both to expert 0: f = (1, 0), P = (0.75, 0.25): 2 * 0.75 = 1.5.
+    scores = torch.tensor([[0.8, 0.2], [0.7, 0.3]])
+    assert load_balancing_loss(scores, torch.tensor([2, 0])).item() == pytest.approx(1.5)
+
+
+def test_moe_aux_loss_equals_transformers_switch_loss():
+    from transformers.models.qwen2_moe.modeling_qwen2_moe import load_balancing_loss_func
+
+    torch.manual_seed(0)
+    moe = MoE(16, n_experts=6, top_k=2, expert_hidden=8, aux_loss_coef=0.01)
+    moe.router.init_weights(0.5)
+    moe.experts.init_weights(0.1)
+    x = torch.randn(3, 7, 16)
+    moe.train()
+    moe(x)
+    logits = x.reshape(-1, 16) @ moe.router.weight.T
+    expected = 0.01 * load_balancing_loss_func((logits,), 6, 2)
+    torch.testing.assert_close(moe.last_aux_loss, expected)
+    moe.eval()
+    moe(x)
+    assert moe.last_aux_loss is None  # only in training mode
+
+
+def test_shared_experts_always_on_and_qwen_gate():
+    torch.manual_seed(0)
+    moe = MoE(16, n_experts=4, top_k=1, expert_hidden=8, shared_hidden=12, shared_gate=True)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    x = torch.randn(5, 16)
+    routing = moe.router(x)
+    routed, _ = moe.experts(x, routing.indices, routing.weights)
+    shared = moe.shared_experts.down_proj(F.silu(moe.shared_experts.gate_proj(x)) * moe.shared_experts.up_proj(x))
+    gate = torch.sigmoid(x @ moe.shared_gate.weight.T)
+    torch.testing.assert_close(moe(x), routed + gate * shared)
+
+
+def test_update_router_bias_evens_out_a_skewed_router():
+    torch.manual_seed(0)
+    router = Router(16, 8, 2, scoring="sigmoid", correction_bias=True, normalize_top_k=True)
+    router.init_weights(0.05)
+    common = F.normalize(torch.randn(16), dim=0)
+    x = torch.randn(512, 16) + 2 * common  # tokens share a direction ...
+    with torch.no_grad():
+        router.weight[:2] += common  # ... that experts 0 and 1 favour: they win most tokens
+
+    def loads() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.bincount(router(x).indices.flatten(), minlength=8).float()
+
+    before = loads()
+    assert before.max() / before.mean() > 2.5
+    for _ in range(300):
+        update_router_bias(router, loads(), rate=0.005)
+    after = loads()
+    assert after.max() / after.mean() < 1.3
+    assert after.min() / after.mean() > 0.7
+    bias = router.e_score_correction_bias
+    assert not bias.requires_grad and "e_score_correction_bias" in router.state_dict()
+    assert bias[:2].max() < bias[2:].min()  # the favoured experts were pushed down
+
+
+def test_update_router_bias_on_a_model_uses_the_last_loads():
+    model = archzoo.build_model("deepseek-tiny")
+    out = model(torch.randint(0, 500, (2, 16)), return_dict=True)
+    routers = [m.router for m in model.modules() if isinstance(m, MoE)]
+    before = [r.e_score_correction_bias.clone() for r in routers]
+    assert update_router_bias(model) == len(out.expert_loads) == 2
+    rate = model.config.moe.bias_update_rate
+    for router, load, old in zip(routers, out.expert_loads, before):
+        load = load.float()
+        torch.testing.assert_close(router.e_score_correction_bias, old + rate * torch.sign(load.mean() - load))
+        assert int(load.sum()) == 2 * 16 * model.config.moe.top_k
+
+
+def test_update_router_bias_errors_name_the_problem():
+    with pytest.raises(ValueError, match="correction bias"):
+        update_router_bias(archzoo.build_model("qwen3-moe-tiny"), [])
+    model = archzoo.build_model("deepseek-tiny")
+    with pytest.raises(ValueError, match="forward pass first"):
+        update_router_bias(model)
+    with pytest.raises(ValueError, match="2 routers"):
+        update_router_bias(model, [torch.zeros(8)])
+
+
+def test_layer_plans_show_dense_layers():
+    v3 = archzoo.load_config("deepseek-v3")
+    assert [p.mlp for p in v3.layer_plan[:4]] == ["dense", "dense", "dense", "moe"]
+    assert sum(p.mlp == "moe" for p in v3.layer_plan) == 58
+    qwen = archzoo.load_config("qwen2-moe-tiny")  # dense_layers = [1] (Qwen's mlp_only_layers)
+    assert [p.mlp for p in qwen.layer_plan] == ["moe", "dense", "moe"]
