@@ -62,7 +62,9 @@ class CausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         d_model, vocab = cfg.model.d_model, cfg.model.vocab_size
-        self.embed = nn.Embedding(vocab, d_model)
+        # an explicit (uninitialised) weight skips nn.Embedding's normal_ init: init_weights
+        # does it, and normal_ on the meta device costs a one-off ~5 s import of torch._dynamo
+        self.embed = nn.Embedding(vocab, d_model, _weight=torch.empty(vocab, d_model))
         self.embed_norm = build_norm(cfg) if cfg.model.embedding_norm else None
         self.positions = POSITION_KINDS[cfg.position.kind](cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg, plan) for plan in cfg.layer_plan)
