@@ -6,7 +6,7 @@ the first architecture that can express its config is used.
 
 from __future__ import annotations
 
-from . import bloom, llama, qwen
+from . import bloom, chatglm, glm, llama, qwen
 from .family import HFFamily
 
 FAMILIES: list[HFFamily] = [
@@ -14,6 +14,8 @@ FAMILIES: list[HFFamily] = [
     qwen.QWEN2_FAMILY,
     llama.FAMILY,
     bloom.FAMILY,
+    glm.FAMILY,
+    chatglm.FAMILY,
 ]
 
 ARCHITECTURES: dict[str, HFFamily] = {f.architecture: f for f in FAMILIES}
