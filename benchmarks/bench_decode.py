@@ -1,0 +1,188 @@
+"""Decode speed: archzoo against transformers on the same weights, batch 1, greedy.
+
+    python benchmarks/bench_decode.py                 # full run (minutes)
+    python benchmarks/bench_decode.py --quick         # a few seconds: checks the script runs
+
+For each model: a transformers model with random weights is saved and loaded
+into archzoo (``load_pretrained``), or an archzoo tiny config is saved and
+loaded into transformers; both then decode the same prompt. A decode step's
+time is (time to generate n tokens - time to generate 1) / (n - 1): the
+prefill and the first token are excluded. Timings are the best of
+``--repeats`` runs (the least disturbed by other processes).
+
+At batch 1 a decode step reads every weight once, so memory bandwidth bounds
+it: ceiling = bandwidth / bytes of weights read per token (the embedding table
+counts only when it is also the output head; every expert of an MoE counts,
+so for MoE the ceiling is an underestimate). Bandwidth is measured here by
+timing a sum over a tensor much larger than the caches.
+Targets (issue 5): the small config >= 1.3x transformers, tiny configs >= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+import archzoo
+from archzoo.models.hf import ARCHITECTURES
+
+SMALL = transformers.LlamaConfig(
+    vocab_size=32000,
+    hidden_size=512,
+    intermediate_size=1536,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    max_position_embeddings=2048,
+)
+"""The small config of the issue: d_model 512, 8 layers, vocab 32k (LLaMA layout)."""
+
+TINY = ["llama-tiny", "bloom-tiny", "qwen2-tiny", "qwen3-tiny", "baichuan-tiny", "chatglm2-tiny", "glm-tiny"]
+
+
+def measure_bandwidth(megabytes: int, repeats: int) -> float:
+    """Bytes per second of streaming reads: the best of timed sums over a large float32 tensor."""
+    x = torch.ones(megabytes * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - start)
+    return x.numel() * 4 / best
+
+
+def weight_bytes_per_token(model: archzoo.CausalLM) -> int:
+    """Bytes of parameters a batch-1 decode step reads (one embedding row only, unless tied to the head)."""
+    tied = model.config.model.tie_embeddings
+    total = 0
+    for name, param in model.named_parameters():  # tied weights are listed once
+        if name.startswith("embed.") and not tied:
+            continue
+        total += param.numel() * param.element_size()
+    return total
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def archzoo_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
+    archzoo.generate(model, ids, 2)  # warm-up
+    one = best_time(lambda: archzoo.generate(model, ids, 1), repeats)
+    many = best_time(lambda: archzoo.generate(model, ids, new), repeats)
+    return (many - one) / (new - 1)
+
+
+def hf_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
+    def run(n: int):
+        with torch.inference_mode():
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+
+    run(2)  # warm-up
+    one = best_time(lambda: run(1), repeats)
+    many = best_time(lambda: run(new), repeats)
+    return (many - one) / (new - 1)
+
+
+def pair_from_transformers(architecture: str, hf_config, folder: Path):
+    torch.manual_seed(0)
+    hf_model = getattr(transformers, architecture)(hf_config).eval()
+    hf_model.save_pretrained(folder)
+    return hf_model, archzoo.load_pretrained(folder).eval()
+
+
+def pair_from_archzoo(name: str, folder: Path):
+    """(transformers model or None when no architecture expresses the config, archzoo model)."""
+    torch.manual_seed(0)
+    model = archzoo.build_model(name).eval()
+    try:
+        saved = archzoo.save_pretrained(model, folder)
+    except Exception as err:  # an architecture transformers lacks (e.g. ChatGLM-6B's 2D positions)
+        return None, model, f"{type(err).__name__}"
+    architecture = archzoo.load_pretrained(saved).hf_architecture
+    return getattr(transformers, architecture).from_pretrained(saved).eval(), model, ""
+
+
+def prompt(model, length: int) -> torch.Tensor:
+    """Random ids, completed as the config's decoding scheme expects (e.g. GLM's [gMASK] <sop>)."""
+    from archzoo.generate import DECODE_SCHEMES
+
+    cfg = model.config
+    ids = torch.randint(1, min(cfg.model.vocab_size, 256), (length,), generator=torch.Generator().manual_seed(0))
+    ids = DECODE_SCHEMES[cfg.position.kind].complete_prompt(ids.tolist(), cfg)
+    return torch.tensor([ids])
+
+
+def report(label: str, hf_model, model, new: int, repeats: int, bandwidth: float, note: str = "") -> None:
+    ids = prompt(model, 16)
+    ours = archzoo_step_seconds(model, ids, new, repeats)
+    ceiling = bandwidth / weight_bytes_per_token(model)
+    line = f"{label:16s} archzoo {1 / ours:8.1f} tok/s ({ours * 1e3:7.3f} ms/token)"
+    if hf_model is not None:
+        theirs = hf_step_seconds(hf_model, ids, new, repeats)
+        line += f"   transformers {1 / theirs:8.1f} tok/s ({theirs * 1e3:7.3f} ms)   speed-up {theirs / ours:5.2f}x"
+    else:
+        line += f"   transformers n/a ({note})"
+    line += f"   ceiling {ceiling:9.1f} tok/s, reached {1 / ours / ceiling:6.1%}"
+    print(line, flush=True)
+
+
+def context_scan(label: str, model, contexts: list[int], steps: int, repeats: int) -> None:
+    cells = []
+    for context in contexts:
+        ids = prompt(model, context)
+        cells.append(f"ctx {context:5d}: {archzoo_step_seconds(model, ids, steps + 1, repeats) * 1e3:7.3f} ms")
+    print(f"{label:16s} archzoo per-token decode time   " + "   ".join(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats: a smoke run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
+    repeats, new = (1, 8) if args.quick else (args.repeats, args.new_tokens)
+    contexts = [64, 256] if args.quick else [64, 256, 1024]
+    small = SMALL
+    if args.quick:
+        small = transformers.LlamaConfig(**{**SMALL.to_dict(), "num_hidden_layers": 2, "vocab_size": 4096})
+    bandwidth = measure_bandwidth(64 if args.quick else 512, repeats=3 if args.quick else 10)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
+    print(f"memory bandwidth (streaming sum): {bandwidth / 1e9:.1f} GB/s\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_model, model = pair_from_transformers("LlamaForCausalLM", small, Path(tmp) / "small")
+        label = "small-llama" if not args.quick else "small (quick)"
+        report(label, hf_model, model, new, repeats, bandwidth)
+        context_scan(label, model, contexts, 8 if args.quick else 32, repeats)
+        for name in TINY[:2] if args.quick else TINY:
+            hf_model, model, note = pair_from_archzoo(name, Path(tmp) / name)
+            report(name, hf_model, model, new, repeats, bandwidth, note)
+        context_scan("llama-tiny", archzoo.build_model("llama-tiny").eval(), contexts, 8, repeats)
+    print(f"\nsupported transformers architectures: {', '.join(ARCHITECTURES)}")
+
+
+if __name__ == "__main__":
+    main()
