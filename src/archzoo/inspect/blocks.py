@@ -75,7 +75,6 @@ class BlockReport:
     kind: str
     variant: str
     params: int
-    buffers: int
     flops_per_token: int
     kv_values_per_token: int | None  # formula, one layer
     kv_values_measured: int | None  # read off the cache the block filled
@@ -187,7 +186,9 @@ def _position(kind: str, size: BlockSize) -> Built:
     holder = nn.ModuleDict({"attention": attention, "position": position})
     own_flops = {"rope": 3 * 2 * size.n_heads * size.hd, "alibi": size.n_heads * size.seq_len, "none": 0}[kind]
     call = _attention_call(attention, rotary, alibi)
-    return Built(holder, call, own_flops, None, "own cost; timed inside one MHA block", counted=position)
+    fixed = {"rope": f"{size.hd // 2} fixed frequencies", "alibi": f"{size.n_heads} fixed slopes", "none": "nothing"}
+    note = f"{fixed[kind]}; timed inside one MHA block"
+    return Built(holder, call, own_flops, None, note, counted=position)
 
 
 POSITION_VARIANTS = {kind: (lambda s, kind=kind: _position(kind, s)) for kind in ("rope", "alibi", "none")}
@@ -236,7 +237,6 @@ def measure_block(kind: str, variant: str, size: BlockSize, *, repeats: int = 3)
         kind=kind,
         variant=variant,
         params=sum(p.numel() for p in counted.parameters()),
-        buffers=sum(b.numel() for b in counted.buffers()),
         flops_per_token=built.flops_per_token,
         kv_values_per_token=kv,
         kv_values_measured=measured,
