@@ -140,13 +140,14 @@ def parse_blocks(spec: str) -> tuple[str, list[str]]:
     return kind, variants
 
 
-def block_size(args: argparse.Namespace) -> BlockSize:
+def block_size(args: argparse.Namespace, kind: str) -> BlockSize:
     checks = {"--d-model": args.d_model, "--n-heads": args.n_heads, "--batch": args.batch, "--repeats": args.repeats}
     checks.update({"--seq-len": args.seq_len} if args.seq_len is not None else {})
     for flag, value in checks.items():
         if value <= 0:
             raise ValueError(f"{flag} must be > 0, got {value}")
-    if args.head_dim is None and args.d_model % args.n_heads:
+    heads_matter = kind in ("attention", "position")
+    if heads_matter and args.head_dim is None and args.d_model % args.n_heads:
         raise ValueError(f"--n-heads ({args.n_heads}) must divide --d-model ({args.d_model})")
     kv = args.n_kv_heads
     if kv is not None and (kv <= 0 or args.n_heads % kv):
@@ -164,20 +165,21 @@ def block_size(args: argparse.Namespace) -> BlockSize:
         batch=args.batch,
         dtype=args.dtype,
     )
-    if args.n_heads % size.gqa_kv_heads:
+    if heads_matter and args.n_heads % size.gqa_kv_heads:
         raise ValueError(f"gqa kv heads ({size.gqa_kv_heads}) must divide --n-heads; set --n-kv-heads")
     return size
 
 
 def run_blocks(args: argparse.Namespace) -> int:
     kind, variants = parse_blocks(args.blocks)
-    size = block_size(args)
+    size = block_size(args, kind)
     reports = [measure_block(kind, variant, size, repeats=args.repeats) for variant in variants]
     if args.json:
         print(json.dumps({"size": size.__dict__, "blocks": [r.to_dict() for r in reports]}, indent=2))
         return 0
+    heads = f", {size.n_heads} heads of {size.hd}" if kind in ("attention", "position") else ""
     print(
-        f"{kind} blocks at d_model {size.d_model}, {size.n_heads} heads; input [{size.batch}, {size.seq_len}, "
+        f"{kind} blocks at d_model {size.d_model}{heads}; input [{size.batch}, {size.seq_len}, "
         f"{size.d_model}] float32 on CPU; median of {args.repeats} calls"
     )
     has_kv = any(r.kv_values_per_token is not None for r in reports)
