@@ -88,8 +88,11 @@ def test_position_id_forms(tiny):
     two = model(ids, position_ids=torch.stack([pos, torch.zeros_like(pos)], 1))
     default = model(ids)
     assert torch.equal(flat, two) and torch.equal(flat, default)
-    blocks = torch.stack([pos, torch.ones_like(pos)], 1)
-    assert not torch.allclose(model(ids, position_ids=blocks), flat)
+    # only differences of block positions matter (RoPE is relative): a constant shift changes nothing
+    shifted = torch.stack([pos, torch.full_like(pos, 3)], 1)
+    assert torch.allclose(model(ids, position_ids=shifted), flat, atol=1e-5)
+    rising = torch.stack([pos, pos], 1)
+    assert (model(ids, position_ids=rising) - flat).abs().max() > 1e-3
 
 
 # ---- DeepNorm ----------------------------------------------------------------------------
