@@ -126,6 +126,12 @@ def test_rotated_width_must_be_even(tmp_path):
     assert_names(load_error(path), path, "position.rotary_fraction", "= 5 must be even")
 
 
+def test_rotated_width_must_be_whole(tmp_path):
+    # head_dim 10 x 0.25 = 2.5 dims: silently truncating to 2 would hide a typo
+    path = write_config(tmp_path, model={"d_model": 40}, position={"rotary_fraction": 0.25})
+    assert_names(load_error(path), path, "position.rotary_fraction", "2.5 is not a whole number")
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.5, -0.25])
 def test_rotary_fraction_outside_zero_one(tmp_path, fraction):
     path = write_config(tmp_path, position={"rotary_fraction": fraction})

@@ -87,6 +87,12 @@ def _check_position(c: Config, fail, positive) -> None:
     positive("position", p, "theta")
     if not 0 < p.rotary_fraction <= 1:
         fail("position.rotary_fraction", f"must be in (0, 1], got {p.rotary_fraction}")
+    rotated = c.head_dim * p.rotary_fraction
+    if p.kind == "rope" and c.attention.kind == "mha" and rotated != int(rotated):
+        fail(
+            "position.rotary_fraction",
+            f"head_dim x fraction = {c.head_dim} x {p.rotary_fraction} = {rotated:g} is not a whole number of dims",
+        )
     if p.kind == "rope" and c.rotary_dim % 2:
         fail(
             "position.rotary_fraction",
