@@ -5,6 +5,8 @@ actually fill."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,3 +290,11 @@ def test_norm_and_position_blocks():
     assert reports["alibi"].flops_per_token == 4 * 8
     means = {v: r.output_mean for v, r in reports.items()}
     assert len(set(means.values())) == 3  # same weights and input, three different position signals
+
+
+def test_docs_memory_tables_are_up_to_date():
+    path = Path(__file__).resolve().parent.parent / "docs" / "make_memory_table.py"
+    spec = importlib.util.spec_from_file_location("make_memory_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--check"]) == 0, "run: python docs/make_memory_table.py"
