@@ -80,8 +80,11 @@ def test_prefix_lm_generated_tokens_never_change_the_prompt(tiny):
 
 
 @torch.no_grad()
-def test_position_id_forms(tiny):
-    cfg, model = tiny
+def test_position_id_forms():
+    cfg = load_config("glm-tiny")
+    cfg = cfg.replace(model=replace(cfg.model, init_std=0.2))  # sharp attention: positions show in the logits
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
     ids = torch.randint(10, 400, (2, 6))
     pos = torch.arange(6).expand(2, 6)
     flat = model(ids, position_ids=pos)
@@ -90,9 +93,9 @@ def test_position_id_forms(tiny):
     assert torch.equal(flat, two) and torch.equal(flat, default)
     # only differences of block positions matter (RoPE is relative): a constant shift changes nothing
     shifted = torch.stack([pos, torch.full_like(pos, 3)], 1)
-    assert torch.allclose(model(ids, position_ids=shifted), flat, atol=1e-5)
+    assert (model(ids, position_ids=shifted) - flat).abs().max() < 1e-4
     rising = torch.stack([pos, pos], 1)
-    assert (model(ids, position_ids=rising) - flat).abs().max() > 1e-3
+    assert (model(ids, position_ids=rising) - flat).abs().max() > 0.1
 
 
 # ---- DeepNorm ----------------------------------------------------------------------------
