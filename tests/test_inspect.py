@@ -127,6 +127,19 @@ def test_deepseek_v3_buffer_and_mtp_reported_apart():
     assert stored_mtp == pytest.approx(14e9, rel=0.05)
 
 
+@pytest.mark.parametrize("name", [n for n in ALL_CONFIGS if load_config(n).model.mtp_layers])
+def test_mtp_module_closed_form(name):
+    # DeepSeek-V3 Sec. 2.2: RMSNorm on h and on Emb(t), W [d, 2d], one (MoE) layer, a final norm;
+    # embedding and output head shared with the main model
+    cfg = load_config(name)
+    d, m = cfg.model.d_model, cfg.moe
+    attention, attention_norms = attention_params(cfg)
+    shared = m.shared_hidden or m.n_shared_experts * m.expert_hidden
+    moe = m.n_experts * 3 * d * m.expert_hidden + m.n_experts * d + 3 * d * shared
+    layer = attention + attention_norms + 2 * d + moe
+    assert count_params(cfg).mtp == cfg.model.mtp_layers * (layer + 3 * d + 2 * d * d)
+
+
 def test_tied_head_counted_once():
     cfg = load_config("llama-tiny")
     tied = cfg.replace(model=dataclasses.replace(cfg.model, tie_embeddings=True))
@@ -155,9 +168,16 @@ def test_kv_uses_configured_head_dim_not_d_model_over_heads():
     assert kv_bytes_per_token(cfg, "fp16") == 2 * 8 * 128 * 28 * 2
 
 
-@pytest.mark.parametrize("name", TINY_CONFIGS)
-def test_kv_bytes_equal_the_cache_a_model_fills(name):
+MLA_TINY = [name for name in TINY_CONFIGS if load_config(name).attention.kind == "mla"]
+
+
+@pytest.mark.parametrize(
+    "name, mla_mode", [(name, None) for name in TINY_CONFIGS] + [(name, "naive") for name in MLA_TINY]
+)
+def test_kv_bytes_equal_the_cache_a_model_fills(name, mla_mode):
     cfg = load_config(name)
+    if mla_mode is not None:
+        cfg = cfg.replace(attention=dataclasses.replace(cfg.attention, mla_mode=mla_mode))
     model = archzoo.build_model(cfg).eval()
     cache = model.new_cache(8)
     with torch.no_grad():
