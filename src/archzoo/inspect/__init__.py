@@ -2,6 +2,7 @@
 
 params.py   count_params: total, per component, active, buffers, MTP
 memory.py   estimate_memory: weights, KV cache, inference and training bytes
+activations.py  activation bytes of a training step (Korthikanti et al. 2022, adapted)
 flops.py    FLOPs per token (Kaplan et al. 2020's 6N rule plus attention)
 blocks.py   one block alone at a stated size: params, FLOPs, KV bytes, CPU time
 """
