@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -99,7 +100,7 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         """Route ``x`` ``[N, d]``."""
-        logits = x.float() @ self.weight.float().t()
+        logits = F.linear(x.float(), self.weight.float())
         scores = SCORING_KINDS[self.scoring](logits)
         return self.choose(logits, scores)
 

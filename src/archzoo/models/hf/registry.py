@@ -6,7 +6,7 @@ the first architecture that can express its config is used.
 
 from __future__ import annotations
 
-from . import bloom, chatglm, glm, llama, qwen
+from . import bloom, chatglm, deepseek, glm, llama, qwen, qwen_moe
 from .family import HFFamily
 
 FAMILIES: list[HFFamily] = [
@@ -16,6 +16,10 @@ FAMILIES: list[HFFamily] = [
     bloom.FAMILY,
     glm.FAMILY,
     chatglm.FAMILY,
+    deepseek.V3_FAMILY,
+    deepseek.V2_FAMILY,
+    qwen_moe.QWEN3_MOE_FAMILY,
+    qwen_moe.QWEN2_MOE_FAMILY,
 ]
 
 ARCHITECTURES: dict[str, HFFamily] = {f.architecture: f for f in FAMILIES}
