@@ -6,9 +6,8 @@
 For each model: a transformers model with random weights is saved and loaded
 into archzoo (``load_pretrained``), or an archzoo tiny config is saved and
 loaded into transformers; both then decode the same prompt. A decode step's
-time is (time to generate n tokens - time to generate 1) / (n - 1): the
-prefill and the first token are excluded. Timings are the best of
-``--repeats`` runs (the least disturbed by other processes).
+time is the median interval between successive forward calls during
+``generate`` (prefill excluded; the generation loop's own work included).
 
 At batch 1 a decode step reads every weight once, so memory bandwidth bounds
 it: ceiling = bandwidth / bytes of weights read per token (the embedding table
@@ -21,6 +20,8 @@ Targets (issue 5): the small config >= 1.3x transformers, tiny configs >= 2x.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -68,39 +69,46 @@ def weight_bytes_per_token(model: archzoo.CausalLM) -> int:
     return total
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def step_seconds(model: torch.nn.Module, run, repeats: int) -> float:
+    """Median time between the starts of successive decode forwards, over ``repeats`` runs.
+
+    A forward pre-hook stamps every call of ``model``; the interval after the
+    prefill call is skipped, so each interval is one decode step: the forward
+    plus the generation loop's own work. The median resists the spikes of a
+    busy machine better than a total does.
+    """
+    stamps: list[float] = []
+    handle = model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()))
+    intervals: list[float] = []
+    try:
+        run()  # warm-up
+        for _ in range(repeats):
+            stamps.clear()
+            run()
+            intervals += [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    finally:
+        handle.remove()
+    return statistics.median(intervals)
 
 
 def archzoo_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
-    archzoo.generate(model, ids, 2)  # warm-up
-    one = best_time(lambda: archzoo.generate(model, ids, 1), repeats)
-    many = best_time(lambda: archzoo.generate(model, ids, new), repeats)
-    return (many - one) / (new - 1)
+    return step_seconds(model, lambda: archzoo.generate(model, ids, new), repeats)
 
 
 def hf_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
-    def run(n: int):
+    def run():
         with torch.inference_mode():
             model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 do_sample=False,
-                max_new_tokens=n,
-                min_new_tokens=n,
+                max_new_tokens=new,
+                min_new_tokens=new,
                 eos_token_id=None,
                 pad_token_id=0,
             )
 
-    run(2)  # warm-up
-    one = best_time(lambda: run(1), repeats)
-    many = best_time(lambda: run(new), repeats)
-    return (many - one) / (new - 1)
+    return step_seconds(model, run, repeats)
 
 
 def pair_from_transformers(architecture: str, hf_config, folder: Path):
@@ -118,8 +126,11 @@ def pair_from_archzoo(name: str, folder: Path):
         saved = archzoo.save_pretrained(model, folder)
     except Exception as err:  # an architecture transformers lacks (e.g. ChatGLM-6B's 2D positions)
         return None, model, f"{type(err).__name__}"
-    architecture = archzoo.load_pretrained(saved).hf_architecture
-    return getattr(transformers, architecture).from_pretrained(saved).eval(), model, ""
+    architecture = json.loads((Path(saved) / "config.json").read_text())["architectures"][0]
+    hf_class = getattr(transformers, architecture, None)
+    if hf_class is None:  # saved in a format only the original remote code reads (ChatGLMModel)
+        return None, model, f"{architecture} is not in transformers"
+    return hf_class.from_pretrained(saved).eval(), model, ""
 
 
 def prompt(model, length: int) -> torch.Tensor:
@@ -150,7 +161,7 @@ def context_scan(label: str, model, contexts: list[int], steps: int, repeats: in
     cells = []
     for context in contexts:
         ids = prompt(model, context)
-        cells.append(f"ctx {context:5d}: {archzoo_step_seconds(model, ids, steps + 1, repeats) * 1e3:7.3f} ms")
+        cells.append(f"ctx {context:5d}: {archzoo_step_seconds(model, ids, steps, repeats) * 1e3:7.3f} ms")
     print(f"{label:16s} archzoo per-token decode time   " + "   ".join(cells), flush=True)
 
 
