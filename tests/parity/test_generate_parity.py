@@ -37,7 +37,10 @@ CASES = {
     ),
     "glm": (
         "GlmForCausalLM",
-        transformers.GlmConfig(**SMALL, intermediate_size=88, num_key_value_heads=2, head_dim=16),
+        transformers.GlmConfig(
+            **SMALL, intermediate_size=88, num_key_value_heads=2, head_dim=16,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2,  # the defaults lie outside the small vocabulary
+        ),
     ),
     "deepseek_v2": (
         "DeepseekV2ForCausalLM",
