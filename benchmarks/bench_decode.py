@@ -30,6 +30,7 @@ import torch
 import transformers
 
 import archzoo
+from archzoo.config import config_paths
 from archzoo.models.hf import ARCHITECTURES
 
 SMALL = transformers.LlamaConfig(
@@ -43,7 +44,7 @@ SMALL = transformers.LlamaConfig(
 )
 """The small config of the issue: d_model 512, 8 layers, vocab 32k (LLaMA layout)."""
 
-TINY = ["llama-tiny", "bloom-tiny", "qwen2-tiny", "qwen3-tiny", "baichuan-tiny", "chatglm2-tiny", "glm-tiny"]
+TINY = sorted(name for name in config_paths() if name.endswith("-tiny"))
 
 
 def measure_bandwidth(megabytes: int, repeats: int) -> float:
@@ -188,7 +189,7 @@ def main() -> None:
         label = "small-llama" if not args.quick else "small (quick)"
         report(label, hf_model, model, new, repeats, bandwidth)
         context_scan(label, model, contexts, 8 if args.quick else 32, repeats)
-        for name in TINY[:2] if args.quick else TINY:
+        for name in ["bloom-tiny", "llama-tiny"] if args.quick else TINY:
             hf_model, model, note = pair_from_archzoo(name, Path(tmp) / name)
             report(name, hf_model, model, new, repeats, bandwidth, note)
         context_scan("llama-tiny", archzoo.build_model("llama-tiny").eval(), contexts, 8, repeats)

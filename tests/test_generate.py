@@ -11,10 +11,11 @@ import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 import archzoo
+from archzoo.config import config_paths
 from archzoo.config.sections import PositionKind
 from archzoo.generate import DECODE_SCHEMES, filter_logits, generate
 
-DENSE_TINY = ["llama-tiny", "bloom-tiny", "qwen3-tiny", "glm-tiny", "chatglm2-tiny"]
+TINY = sorted(name for name in config_paths() if name.endswith("-tiny"))
 
 
 def tiny_model(name: str) -> archzoo.CausalLM:
@@ -56,7 +57,7 @@ def test_decode_schemes_cover_every_position_kind():
     assert set(DECODE_SCHEMES) == set(typing.get_args(PositionKind))
 
 
-@pytest.mark.parametrize("name", DENSE_TINY)
+@pytest.mark.parametrize("name", TINY)
 def test_greedy_equals_uncached_argmax_and_padding_changes_nothing(name: str):
     model = tiny_model(name)
     prompts = [prompt(model.config, n, seed) for seed, n in enumerate((7, 4, 5))]
