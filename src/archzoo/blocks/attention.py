@@ -87,6 +87,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, sc
     same result as ``repeat_interleave`` on k and v, without copying the cache
     (about 2x faster at decode time).
     """
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
-    )
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1 and not SDPA_SHARES_KV_HEADS:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    extra = {"enable_gqa": groups > 1} if SDPA_SHARES_KV_HEADS else {}
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale, **extra)
+
+
+# ``enable_gqa`` arrived in torch 2.5; on 2.4 the kv heads are repeated instead (same result).
+SDPA_SHARES_KV_HEADS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)

@@ -30,6 +30,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # the common case, without two no-op casts
+            return self.weight * F.rms_norm(x, self.weight.shape, eps=self.eps)
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         normed = F.rms_norm(x.to(compute_dtype), self.weight.shape, eps=self.eps)
         return self.weight * normed.to(x.dtype)
