@@ -160,15 +160,7 @@ def blank_infilling(
         targets += [*piece, eop_id]
         position += [pos[start]] * (len(piece) + 1)
         block += list(range(1, len(piece) + 2))
-    length = len(inputs)
-    return BlankInfillingSample(
-        input_ids=torch.tensor(inputs, dtype=torch.long),
-        targets=torch.tensor(targets, dtype=torch.long),
-        loss_mask=torch.tensor([0] * sep + [1] * (length - sep), dtype=torch.long),
-        position_ids=torch.tensor([position, block], dtype=torch.long),
-        attention_mask=infilling_attention_mask(length, sep),
-        sep=sep,
-    )
+    return _sample(inputs, targets, position, block, sep)
 
 
 def shuffle_spans(spans: Sequence[Span], generator: torch.Generator | None = None) -> list[Span]:
@@ -199,7 +191,12 @@ def trailing_generation(
     targets = ids[:d] + [gmask_id] + ids[d:]
     position = list(range(d + 1)) + [d] * g
     block = [0] * (d + 1) + list(range(1, g + 1))
-    length, sep = len(inputs), d + 1
+    return _sample(inputs, targets, position, block, sep=d + 1)
+
+
+def _sample(inputs: list[int], targets: list[int], position: list[int], block: list[int], sep: int) -> BlankInfillingSample:
+    """Tensors of a sample: the loss covers Part B (from ``sep`` on); the mask is the GLM rule."""
+    length = len(inputs)
     return BlankInfillingSample(
         input_ids=torch.tensor(inputs, dtype=torch.long),
         targets=torch.tensor(targets, dtype=torch.long),
