@@ -55,6 +55,33 @@ def test_softmax_top_k_without_and_with_renormalising():
     assert renormalised[1] == pytest.approx(sigmoid(-1.0), rel=1e-6)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), top_k=st.integers(1, 4), scale=st.sampled_from([1.0, 2.5]))
+def test_softmax_of_top_logits_equals_renormalised_softmax(seed, top_k, scale):
+    router = identity_router(6, top_k, normalize_top_k=True, routed_scaling_factor=scale)
+    assert router.softmax_of_top_logits  # the shortcut is taken ...
+    logits = torch.randn(9, 6, generator=torch.Generator().manual_seed(seed)) * 3
+    fast = router(logits)
+    general = router.choose(logits, logits.softmax(dim=-1))  # ... and equals the general path
+    assert torch.equal(fast.indices.sort(-1).values, general.indices.sort(-1).values)
+    order_fast, order_general = fast.indices.argsort(-1), general.indices.argsort(-1)
+    torch.testing.assert_close(fast.weights.gather(1, order_fast), general.weights.gather(1, order_general))
+    torch.testing.assert_close(fast.scores, general.scores)
+
+
+def test_expert_load_counts_the_chosen_experts():
+    torch.manual_seed(0)
+    moe = MoE(16, n_experts=5, top_k=2, expert_hidden=8)
+    moe.router.init_weights(1.0)
+    moe.experts.init_weights(0.1)
+    assert moe.last_expert_load is None
+    x = torch.randn(4, 6, 16)
+    moe(x)
+    chosen = (x.reshape(-1, 16) @ moe.router.weight.T).topk(2, dim=-1).indices
+    assert moe.last_expert_load.tolist() == [int((chosen == e).sum()) for e in range(5)]
+    assert int(moe.last_expert_load.sum()) == 4 * 6 * 2
+
+
 def test_deepseek_v2_group_limited_greedy():
     # 4 groups of 2 experts; group score = max; keep 2 groups; top 3; scaled by 2.
     logits = [5.0, 1.0, 4.9, 4.8, 4.95, 0.0, 0.0, 0.0]
@@ -108,7 +135,8 @@ def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tens
     for t in range(x.shape[0]):
         for j in range(indices.shape[1]):
             e = int(indices[t, j])
-            h = F.silu(experts.gate_proj[e] @ x[t]) * (experts.up_proj[e] @ x[t])
+            gate, up = experts.gate_up_proj[e, :7], experts.gate_up_proj[e, 7:]  # hidden width 7
+            h = F.silu(gate @ x[t]) * (up @ x[t])
             out[t] += weights[t, j] * (experts.down_proj[e] @ h)
     return out
 
@@ -129,12 +157,11 @@ def test_grouped_dispatch_equals_a_per_token_loop(n_tokens, n_experts, top_k, gr
     x = torch.randn(n_tokens, 12)
     indices = torch.rand(n_tokens, n_experts).argsort(dim=-1)[:, :top_k]  # distinct experts per token
     weights = torch.rand(n_tokens, top_k)
-    experts.use_grouped_mm = grouped and grouped_mm_supported(x, experts.gate_proj)
-    out, counts = experts(x, indices, weights)
+    experts.use_grouped_mm = grouped and grouped_mm_supported(x, experts.gate_up_proj)
+    out = experts(x, indices, weights)
     with torch.no_grad():
         expected = naive_moe_output(experts, x, indices, weights)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    assert counts.tolist() == [int((indices == e).sum()) for e in range(n_experts)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -143,7 +170,7 @@ def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype):
     experts = StackedExperts(16, 8, 6).to(dtype)
     experts.init_weights(0.3)
     x = torch.randn(50, 16, dtype=dtype)
-    if not grouped_mm_supported(x, experts.gate_proj):
+    if not grouped_mm_supported(x, experts.gate_up_proj):
         pytest.xfail("this torch has no grouped_mm for this dtype on CPU; the loop path is the one used")
     indices = torch.rand(50, 6).argsort(dim=-1)[:, :2]
     weights = torch.rand(50, 2)
@@ -152,9 +179,9 @@ def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype):
         experts.zero_grad()
         experts.use_grouped_mm = grouped
         xg = x.clone().requires_grad_()
-        out, _ = experts(xg, indices, weights)
+        out = experts(xg, indices, weights)
         out.float().pow(2).sum().backward()
-        results.append((out, xg.grad, experts.gate_proj.grad.clone(), experts.down_proj.grad.clone()))
+        results.append((out, xg.grad, experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone()))
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **tol)
@@ -194,7 +221,7 @@ def test_shared_experts_always_on_and_qwen_gate():
         torch.nn.init.normal_(p, 0, 0.3)
     x = torch.randn(5, 16)
     routing = moe.router(x)
-    routed, _ = moe.experts(x, routing.indices, routing.weights)
+    routed = moe.experts(x, routing.indices, routing.weights)
     shared = moe.shared_experts.down_proj(F.silu(moe.shared_experts.gate_proj(x)) * moe.shared_experts.up_proj(x))
     gate = torch.sigmoid(x @ moe.shared_gate.weight.T)
     torch.testing.assert_close(moe(x), routed + gate * shared)

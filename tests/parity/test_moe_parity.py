@@ -143,7 +143,7 @@ def test_logits_match_transformers(case, hf_folder, padded_batch, tmp_path):
     moe_layer = next(plan.index for plan in model.config.layer_plan if plan.mlp == "moe")
     with safe_open(str(folder / "model.safetensors"), "pt") as f:  # one key per expert ...
         assert f"model.layers.{moe_layer}.mlp.experts.7.gate_proj.weight" in set(f.keys())
-    assert model.layers[moe_layer].mlp.experts.gate_proj.shape[0] == 8  # ... stacked in archzoo
+    assert model.layers[moe_layer].mlp.experts.gate_up_proj.shape[0] == 8  # ... stacked in archzoo
     ids, mask = padded_batch(hf_config.vocab_size)
     expected = _logits(hf_model, ids, mask)
     real = mask.bool()

@@ -1,10 +1,12 @@
 """Routed experts with stacked weights and grouped dispatch.
 
 E SwiGLU experts, y_e(x) = W_down,e (SiLU(W_gate,e x) * W_up,e x), are held as
-three stacked tensors, one per projection, each ``[E, out, in]`` like
-``nn.Linear.weight`` (checkpoints store ``experts.{e}.gate_proj.weight``: stack
-on load, unstack on save). Building DeepSeek-V3 on ``meta`` is then 3 tensors
-per layer, not 3 x 256 modules.
+two stacked tensors laid out like ``nn.Linear.weight``: ``gate_up_proj``
+``[E, 2h, d]`` (rows 0..h-1 are W_gate,e, rows h..2h-1 W_up,e: one matmul for
+both, as transformers 5 keeps them in memory) and ``down_proj`` ``[E, d, h]``.
+Checkpoints store ``experts.{e}.gate_proj.weight`` etc.: stacked and fused on
+load, split and unstacked on save. Building DeepSeek-V3 on ``meta`` is then 2
+tensors per layer, not 3 x 256 modules.
 
 A token x with chosen experts i_1..i_k and weights w_1..w_k gets
 
@@ -18,8 +20,6 @@ expert's rows are contiguous, run one matmul per expert over its block (one
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -50,13 +50,20 @@ def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class Dispatch:
-    """(token, expert) pairs sorted by expert: built once, used by every projection."""
+    """(token, expert) pairs sorted by expert: built once, used by every projection.
+
+    Pair p = t * k + j is token t's j-th choice. ``order`` lists the pairs
+    grouped by expert (stable), ``inverse`` undoes it: both are permutations,
+    so moving rows into and out of expert order is a gather either way.
+    """
 
     def __init__(self, indices: torch.Tensor, n_experts: int):
-        top_k = indices.shape[-1]
+        self.top_k = indices.shape[-1]
         flat = indices.reshape(-1)
-        self.order = flat.argsort(stable=True)  # pair positions, grouped by expert
-        self.token = self.order // top_k  # the token of each sorted pair
+        self.order = flat.argsort(stable=True)
+        self.inverse = torch.empty_like(self.order)
+        self.inverse[self.order] = torch.arange(flat.numel(), device=flat.device)
+        self.token = self.order // self.top_k  # the token of each sorted pair
         self.counts = torch.bincount(flat, minlength=n_experts)  # rows per expert
         self.offsets = self.counts.cumsum(0).to(torch.int32)  # end row of each expert's block
         self._bounds: list[int] | None = None
@@ -66,6 +73,38 @@ class Dispatch:
         if self._bounds is None:
             self._bounds = [0, *self.offsets.tolist()]
         return self._bounds
+
+
+class _ToExpertOrder(torch.autograd.Function):
+    """rows = x[token]: each token's row once per choice, in expert order.
+
+    Gradient: back to pair order (a gather by ``inverse``), then summed over
+    a token's k choices; no scatter-add (slow on CPU) in either direction.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dispatch: Dispatch) -> torch.Tensor:
+        ctx.dispatch = dispatch
+        return x.index_select(0, dispatch.token)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        d = ctx.dispatch
+        return grad.index_select(0, d.inverse).view(-1, d.top_k, grad.shape[-1]).sum(dim=1), None
+
+
+class _Permute(torch.autograd.Function):
+    """rows[index] for a permutation ``index``; the gradient gathers with its inverse."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return rows.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, dispatch: Dispatch, use_grouped_mm: bool) -> torch.Tensor:
@@ -78,50 +117,53 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, dispatch: Dispatch, us
         for expert, (start, end) in enumerate(zip(bounds, bounds[1:]))
         if end > start
     ]
-    if not blocks:
-        return x.new_zeros(0, weight.shape[1])
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
 
 
+def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    """SiLU(gate) * up for ``[..., 2h]`` = [gate | up]."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
 class StackedExperts(nn.Module):
-    """``gate_proj``, ``up_proj`` ``[E, hidden, d]`` and ``down_proj`` ``[E, d, hidden]``."""
+    """``gate_up_proj`` ``[E, 2 hidden, d]`` (gate rows, then up rows) and ``down_proj`` ``[E, d, hidden]``."""
 
     def __init__(self, d_model: int, hidden: int, n_experts: int):
         super().__init__()
         self.n_experts, self.d_model, self.hidden = n_experts, d_model, hidden
-        self.gate_proj = nn.Parameter(torch.empty(n_experts, hidden, d_model))
-        self.up_proj = nn.Parameter(torch.empty(n_experts, hidden, d_model))
+        self.gate_up_proj = nn.Parameter(torch.empty(n_experts, 2 * hidden, d_model))
         self.down_proj = nn.Parameter(torch.empty(n_experts, d_model, hidden))
         self.use_grouped_mm: bool | None = None  # None: decide per call (grouped_mm_supported)
 
     def init_weights(self, std: float) -> None:
-        for weight in (self.gate_proj, self.up_proj, self.down_proj):
+        for weight in (self.gate_up_proj, self.down_proj):
             nn.init.normal_(weight, 0.0, std)
 
-    def forward(
-        self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``[N, d]``, ``indices``/``weights`` ``[N, k]`` -> (``[N, d]``, tokens per expert ``[E]``)."""
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert e alone on rows ``x``."""
+        return F.linear(swiglu(F.linear(x, self.gate_up_proj[e])), self.down_proj[e])
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, d]``, ``indices``/``weights`` ``[N, k]`` -> ``[N, d]``."""
+        if x.shape[0] == 1:  # one token (decoding): no sorting, its k experts directly
+            return self.one_token(x, indices, weights)
         dispatch = Dispatch(indices, self.n_experts)
-        rows = x.index_select(0, dispatch.token)
         grouped = self.use_grouped_mm
         if grouped is None:
-            grouped = grouped_mm_supported(rows, self.gate_proj) and rows.shape[0] > self.n_experts
-        hidden = F.silu(grouped_linear(rows, self.gate_proj, dispatch, grouped))
-        hidden = hidden * grouped_linear(rows, self.up_proj, dispatch, grouped)
+            grouped = grouped_mm_supported(x, self.gate_up_proj)
+        rows = _ToExpertOrder.apply(x, dispatch)
+        hidden = swiglu(grouped_linear(rows, self.gate_up_proj, dispatch, grouped))
         out_rows = grouped_linear(hidden, self.down_proj, dispatch, grouped)
-        pair_weights = weights.reshape(-1).index_select(0, dispatch.order)
-        out_rows = (out_rows * pair_weights[:, None]).to(x.dtype)
-        out = x.new_zeros(x.shape).index_add_(0, dispatch.token, out_rows)
-        return out, dispatch.counts
+        out_pairs = _Permute.apply(out_rows, dispatch.inverse, dispatch.order).view(-1, dispatch.top_k, x.shape[-1])
+        return torch.bmm(weights.to(out_pairs.dtype).unsqueeze(1), out_pairs).squeeze(1)  # sum_j w_j y_j
+
+    def one_token(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        outputs = torch.cat([self.expert(e, x) for e in indices[0].tolist()])  # [k, d]
+        return weights.to(outputs.dtype) @ outputs
 
     def per_expert_params(self) -> int:
         return 3 * self.d_model * self.hidden
 
     def extra_repr(self) -> str:
         return f"experts={self.n_experts}, d_model={self.d_model}, hidden={self.hidden}"
-
-
-def expert_param_count(d_model: int, hidden: int) -> int:
-    """Parameters of one SwiGLU expert: gate, up and down, no biases."""
-    return 3 * math.prod((d_model, hidden))

@@ -74,7 +74,7 @@ class MoE(nn.Module):
         self.aux_loss_coef = aux_loss_coef
         self.bias_update_rate = bias_update_rate
         self.last_aux_loss: torch.Tensor | None = None
-        self.last_expert_load: torch.Tensor | None = None
+        self.last_indices: torch.Tensor | None = None  # [N, k] experts chosen in the last forward
 
     @classmethod
     def from_config(cls, cfg: Config) -> MoE:
@@ -103,17 +103,24 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1])
         routing = self.router(tokens)
-        out, counts = self.experts(tokens, routing.indices, routing.weights)
+        out = self.experts(tokens, routing.indices, routing.weights)
         if self.shared_experts is not None:
             shared = self.shared_experts(tokens)
             if self.shared_gate is not None:
                 shared = torch.sigmoid(self.shared_gate(tokens)) * shared
             out = out + shared
-        self.last_expert_load = counts
+        self.last_indices = routing.indices
         self.last_aux_loss = None
         if self.training and self.aux_loss_coef > 0:
-            self.last_aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, counts)
+            self.last_aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, self.last_expert_load)
         return out.view(x.shape)
+
+    @property
+    def last_expert_load(self) -> torch.Tensor | None:
+        """Tokens routed to each expert in the last forward, ``[E]`` (None before any)."""
+        if self.last_indices is None:
+            return None
+        return torch.bincount(self.last_indices.flatten(), minlength=self.router.n_experts)
 
 
 @torch.no_grad()

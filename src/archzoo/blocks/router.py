@@ -38,9 +38,17 @@ class Routing:
     """What the router decided for N tokens."""
 
     logits: torch.Tensor  # [N, E] float32
-    scores: torch.Tensor  # [N, E] float32, softmax or sigmoid of the logits
     indices: torch.Tensor  # [N, k] chosen experts
     weights: torch.Tensor  # [N, k] float32 output weights of the chosen experts
+    scoring: str = "softmax"
+    computed_scores: torch.Tensor | None = None
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """[N, E] float32 softmax or sigmoid of the logits (computed on first use)."""
+        if self.computed_scores is None:
+            self.computed_scores = SCORING_KINDS[self.scoring](self.logits)
+        return self.computed_scores
 
 
 def group_max(scores: torch.Tensor) -> torch.Tensor:
@@ -101,8 +109,22 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> Routing:
         """Route ``x`` ``[N, d]``."""
         logits = F.linear(x.float(), self.weight.float())
-        scores = SCORING_KINDS[self.scoring](logits)
-        return self.choose(logits, scores)
+        if self.softmax_of_top_logits:
+            # renormalised softmax over the chosen k = softmax over the k largest logits
+            # (softmax is monotonic and its normaliser cancels): no [N, E] softmax needed
+            top, indices = logits.topk(self.top_k, dim=-1)
+            weights = top.softmax(dim=-1)
+            if self.routed_scaling_factor != 1.0:
+                weights = weights * self.routed_scaling_factor
+            return Routing(logits, indices, weights, self.scoring)
+        return self.choose(logits, SCORING_KINDS[self.scoring](logits))
+
+    @property
+    def softmax_of_top_logits(self) -> bool:
+        """Plain renormalised softmax top-k (Qwen3-MoE): no bias, no groups."""
+        grouped = self.n_groups > 1 and self.topk_groups < self.n_groups
+        plain = self.e_score_correction_bias is None and not grouped
+        return plain and self.scoring == "softmax" and self.normalize_top_k
 
     def choose(self, logits: torch.Tensor, scores: torch.Tensor) -> Routing:
         """Pick top-k experts from the scores (biased and group-masked for the choice only)."""
@@ -117,7 +139,7 @@ class Router(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True)
         if self.routed_scaling_factor != 1.0:
             weights = weights * self.routed_scaling_factor
-        return Routing(logits, scores, indices, weights)
+        return Routing(logits, indices, weights, self.scoring, scores)
 
     def extra_repr(self) -> str:
         groups = f", groups={self.topk_groups}/{self.n_groups} ({self.group_score})" if self.n_groups > 1 else ""

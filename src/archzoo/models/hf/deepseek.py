@@ -2,10 +2,11 @@
 
 Names: ``self_attn.kv_a_proj_with_mqa`` is our ``attn.kv_a_proj``; the router
 ``mlp.gate`` is our ``mlp.router`` (V3 adds the buffer
-``mlp.gate.e_score_correction_bias``); checkpoints hold one key per expert,
-``mlp.experts.{e}.gate_proj.weight``, stacked into ``mlp.experts.gate_proj``
-``[E, hidden, d]`` on load and unstacked on save. ``mlp.shared_experts`` keeps
-its name. The released V3 checkpoint also stores the multi-token-prediction
+``mlp.gate.e_score_correction_bias``); checkpoints hold one key per expert and
+projection, ``mlp.experts.{e}.gate_proj.weight``: ``down_proj`` is stacked into
+``[E, d, hidden]``, ``gate_proj`` and ``up_proj`` are stacked and fused into our
+``gate_up_proj`` ``[E, 2 hidden, d]`` on load, and split and unstacked on save.
+``mlp.shared_experts`` keeps its name. The released V3 checkpoint also stores the multi-token-prediction
 module as ``model.layers.{n_layers}``; it is not part of the model
 (transformers ignores it too) and is dropped on load.
 
@@ -25,26 +26,55 @@ RoPE: V2 rotates interleaved pairs (its complex form); V3 too unless
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
 from ...config import Config
 from .family import HFFamily, UnsupportedConfig, require, rope_from_hf, rope_to_hf, tokens_from_hf, tokens_to_hf
-from .rules import Drop, Rename, StackExperts
+from .rules import Drop, Rename, StackExperts, State, WeightMappingError, _matches
 
 V2 = "DeepseekV2ForCausalLM"
 V3 = "DeepseekV3ForCausalLM"
 
 
+def n_experts(cfg: Config) -> int:
+    return cfg.moe.n_experts
+
+
+@dataclass(frozen=True)
+class StackFusedExperts:
+    """Per-expert keys of several projections <-> one stacked tensor with the parts
+    concatenated along dim 1: StackExperts on each part, then a block fuse (and back)."""
+
+    hf_parts: tuple[str, ...]
+    ours: str
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        stacked = []
+        for part in self.hf_parts:
+            stacked.append({})
+            StackExperts(part, self.ours, n_experts).load(src, stacked[-1], cfg)
+        for key in set().union(*stacked):
+            missing = [part for part, found in zip(self.hf_parts, stacked) if key not in found]
+            if missing:
+                raise WeightMappingError(f"parts missing to fuse {key}", missing)
+            dst[key] = torch.cat([found[key] for found in stacked], dim=1)
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        for key, _ in _matches(src, self.ours):
+            for part, piece in zip(self.hf_parts, src.pop(key).chunk(len(self.hf_parts), dim=1)):
+                StackExperts(part, self.ours, n_experts).save({key: piece}, dst, cfg)
+
+
 def moe_rules(router: str = "gate", shared: str = "shared_experts") -> list:
     """Router, stacked experts and shared experts of a MoE layer (DeepSeek and Qwen-MoE checkpoints)."""
-    experts = [
-        StackExperts(
-            f"model.layers.{{i}}.mlp.experts.{{e}}.{proj}.weight",
-            f"layers.{{i}}.mlp.experts.{proj}",
-            lambda cfg: cfg.moe.n_experts,
-        )
-        for proj in ("gate_proj", "up_proj", "down_proj")
-    ]
+    expert = "model.layers.{i}.mlp.experts.{e}"
     return [
-        *experts,
+        StackFusedExperts(
+            (f"{expert}.gate_proj.weight", f"{expert}.up_proj.weight"), "layers.{i}.mlp.experts.gate_up_proj"
+        ),
+        StackExperts(f"{expert}.down_proj.weight", "layers.{i}.mlp.experts.down_proj", n_experts),
         Rename(f"model.layers.{{i}}.mlp.{router}.{{p}}", "layers.{i}.mlp.router.{p}"),
         Rename(f"model.layers.{{i}}.mlp.{shared}.{{p}}", "layers.{i}.mlp.shared_experts.{p}"),
     ]

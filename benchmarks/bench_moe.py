@@ -1,0 +1,142 @@
+"""One MoE layer, archzoo against transformers on the same weights.
+
+    python benchmarks/bench_moe.py            # full run (about a minute)
+    python benchmarks/bench_moe.py --quick    # a few seconds: checks the script runs
+
+The layer of the issue: d_model 512, 16 experts of width 256 (SwiGLU), top-2
+softmax routing renormalised (Qwen3-MoE's block). transformers runs
+``Qwen3MoeSparseMoeBlock`` with its grouped path (``experts_implementation =
+"grouped_mm"``, its default; "eager" is its per-expert loop, shown for
+reference); archzoo runs ``blocks.moe.MoE`` holding the same weights (checked
+equal to 1e-5 first). Cases, each timed as the best of ``--repeats`` runs
+(interleaved, so both see the same machine load):
+
+    forward 1024 tokens            no grad            target ratio >= 1.0 (matmul-bound)
+    decode 1 token                 no grad            target ratio >= 1.5 (overhead-bound)
+    forward + backward 1024 tokens grads of x and W   target ratio >= 1.2
+
+ratio = transformers time / archzoo time (> 1: archzoo is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import transformers
+from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+from archzoo.blocks.moe import MoE
+
+D_MODEL, N_EXPERTS, TOP_K, EXPERT_HIDDEN = 512, 16, 2, 256
+
+
+def transformers_block(implementation: str) -> Qwen3MoeSparseMoeBlock:
+    config = transformers.Qwen3MoeConfig(
+        hidden_size=D_MODEL,
+        moe_intermediate_size=EXPERT_HIDDEN,
+        num_experts=N_EXPERTS,
+        num_experts_per_tok=TOP_K,
+        norm_topk_prob=True,
+    )
+    config._experts_implementation = implementation
+    torch.manual_seed(0)
+    block = Qwen3MoeSparseMoeBlock(config)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0.0, 0.05)
+    return block
+
+
+def archzoo_layer_like(block: Qwen3MoeSparseMoeBlock) -> MoE:
+    """archzoo's MoE holding the block's weights (both keep gate and up fused as [E, 2h, d])."""
+    moe = MoE(D_MODEL, n_experts=N_EXPERTS, top_k=TOP_K, expert_hidden=EXPERT_HIDDEN, normalize_top_k=True)
+    with torch.no_grad():
+        moe.router.weight.copy_(block.gate.weight)
+        moe.experts.gate_up_proj.copy_(block.experts.gate_up_proj)
+        moe.experts.down_proj.copy_(block.experts.down_proj)
+    return moe
+
+
+def best_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Best wall time of each function, runs interleaved round-robin."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def forward(layer, x: torch.Tensor) -> Callable[[], object]:
+    def run():
+        with torch.no_grad():
+            return layer(x)
+
+    return run
+
+
+def forward_backward(layer, x: torch.Tensor) -> Callable[[], object]:
+    x = x.clone().requires_grad_()
+    grad = torch.randn_like(x)
+
+    def run():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(grad)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats: checks the script runs")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (best is kept)")
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (3 if args.quick else 30)
+    tokens = 128 if args.quick and args.tokens == 1024 else args.tokens
+
+    grouped, eager = transformers_block("grouped_mm"), transformers_block("eager")
+    ours = archzoo_layer_like(grouped)
+    for layer in (grouped, eager, ours):
+        layer.train()  # as in training; archzoo's aux loss is off (aux_loss_coef = 0), like transformers' block
+    torch.manual_seed(1)
+    x = torch.randn(1, tokens, D_MODEL)
+    with torch.no_grad():
+        reference = grouped(x)
+        assert (ours(x) - reference).abs().max() < 1e-5, "archzoo and transformers disagree"
+        assert (eager(x) - reference).abs().max() < 1e-5
+    token = x[:, :1]
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
+    print(f"MoE layer: d_model {D_MODEL}, {N_EXPERTS} experts x {EXPERT_HIDDEN}, top-{TOP_K}; best of {repeats}")
+    print(f"{'case':34} {'tf grouped':>11} {'tf eager':>10} {'archzoo':>10} {'ratio':>7} {'target':>7}")
+    cases = [
+        (f"forward {tokens} tokens", forward, x, 1.0),
+        ("decode 1 token", forward, token, 1.5),
+        (f"forward + backward {tokens} tokens", forward_backward, x, 1.2),
+    ]
+    for label, make, inputs, target in cases:
+        times = best_seconds(
+            {"grouped": make(grouped, inputs), "eager": make(eager, inputs), "ours": make(ours, inputs)}, repeats
+        )
+        ratio = times["grouped"] / times["ours"]
+        flag = "ok" if ratio >= target else "MISS"
+        print(
+            f"{label:34} {times['grouped'] * 1e3:9.3f}ms {times['eager'] * 1e3:8.3f}ms {times['ours'] * 1e3:8.3f}ms"
+            f" {ratio:6.2f}x {target:5.1f}x {flag}"
+        )
+
+
+if __name__ == "__main__":
+    main()
