@@ -5,6 +5,7 @@ transformers, and DeepSeek-V3's bias update evening out a skewed router."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import get_args
 
 import pytest
@@ -131,14 +132,16 @@ def test_v3_masked_groups_are_excluded_even_when_kept_scores_are_negative():
 
 def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tensor:
     """y_t = sum_j w_tj W_down,e (SiLU(W_gate,e x_t) * W_up,e x_t), one token and one choice at a time."""
-    out = torch.zeros_like(x)
+    tokens = []
     for t in range(x.shape[0]):
+        y = torch.zeros(x.shape[1])
         for j in range(indices.shape[1]):
             e = int(indices[t, j])
             gate, up = experts.gate_up_proj[e, :7], experts.gate_up_proj[e, 7:]  # hidden width 7
             h = F.silu(gate @ x[t]) * (up @ x[t])
-            out[t] += weights[t, j] * (experts.down_proj[e] @ h)
-    return out
+            y = y + weights[t, j] * (experts.down_proj[e] @ h)
+        tokens.append(y)
+    return torch.stack(tokens)
 
 
 @settings(max_examples=25, deadline=None)
@@ -149,7 +152,7 @@ def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tens
     grouped=st.sampled_from([True, False]),
     seed=st.integers(0, 2**16),
 )
-def test_grouped_dispatch_equals_a_per_token_loop(n_tokens, n_experts, top_k, grouped, seed):
+def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(n_tokens, n_experts, top_k, grouped, seed):
     top_k = min(top_k, n_experts)
     torch.manual_seed(seed)
     experts = StackedExperts(12, 7, n_experts)
@@ -158,10 +161,16 @@ def test_grouped_dispatch_equals_a_per_token_loop(n_tokens, n_experts, top_k, gr
     indices = torch.rand(n_tokens, n_experts).argsort(dim=-1)[:, :top_k]  # distinct experts per token
     weights = torch.rand(n_tokens, top_k)
     experts.use_grouped_mm = grouped and grouped_mm_supported(x, experts.gate_up_proj)
-    out = experts(x, indices, weights)
-    with torch.no_grad():
-        expected = naive_moe_output(experts, x, indices, weights)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grad = torch.randn(n_tokens, 12)
+    results = []
+    for run in (experts, partial(naive_moe_output, experts)):
+        experts.zero_grad()
+        xg, wg = x.clone().requires_grad_(), weights.clone().requires_grad_()
+        out = run(xg, indices, wg)
+        out.backward(grad)
+        results.append((out, xg.grad, wg.grad, experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone()))
+    for got, expected in zip(*results):  # outputs and every gradient
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
