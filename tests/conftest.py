@@ -6,6 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The tests run tiny models, where OpenMP's thread hand-offs cost more than they
+# save: on the 2-core CI machine one thread ran the suite in under a minute,
+# two threads took several (their spin-waits collide with any other load).
+torch.set_num_threads(1)
+
 
 def perturb_norms_and_biases(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
     """Move every 1-D parameter (norm gains, biases) away from its 1 / 0 default,
