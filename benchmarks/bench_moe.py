@@ -1,6 +1,6 @@
 """One MoE layer, archzoo against transformers on the same weights.
 
-    python benchmarks/bench_moe.py            # full run (about a minute)
+    python benchmarks/bench_moe.py            # full run (about a minute on 2 cores)
     python benchmarks/bench_moe.py --quick    # a few seconds: checks the script runs
 
 The layer of the issue: d_model 512, 16 experts of width 256 (SwiGLU), top-2

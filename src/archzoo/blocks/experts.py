@@ -15,8 +15,11 @@ A token x with chosen experts i_1..i_k and weights w_1..w_k gets
 Dispatch without a loop over tokens: flatten the N x k (token, expert) pairs,
 sort them by expert (stable), gather the token rows into that order so each
 expert's rows are contiguous, run one matmul per expert over its block (one
-``grouped_mm`` call for all experts where torch has it), scale by w, and
-``index_add`` the rows back onto their tokens.
+``grouped_mm`` call for all experts where torch has it, else a loop over the
+experts), gather the results back into (token, choice) order and take the
+w-weighted sum over the k choices. Both moves are gathers by a permutation,
+forward and backward (no scatter-add, which is slow on CPU). A single token
+(decoding) skips the sort and runs its k experts directly.
 """
 
 from __future__ import annotations
