@@ -26,13 +26,9 @@ RoPE: V2 rotates interleaved pairs (its complex form); V3 too unless
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
 from ...config import Config
 from .family import HFFamily, UnsupportedConfig, require, rope_from_hf, rope_to_hf, tokens_from_hf, tokens_to_hf
-from .rules import Drop, Rename, StackExperts, State, WeightMappingError, _matches
+from .rules import Drop, Rename, StackExperts, StackFusedExperts
 
 V2 = "DeepseekV2ForCausalLM"
 V3 = "DeepseekV3ForCausalLM"
@@ -42,37 +38,12 @@ def n_experts(cfg: Config) -> int:
     return cfg.moe.n_experts
 
 
-@dataclass(frozen=True)
-class StackFusedExperts:
-    """Per-expert keys of several projections <-> one stacked tensor with the parts
-    concatenated along dim 1: StackExperts on each part, then a block fuse (and back)."""
-
-    hf_parts: tuple[str, ...]
-    ours: str
-
-    def load(self, src: State, dst: State, cfg: Config) -> None:
-        stacked = []
-        for part in self.hf_parts:
-            stacked.append({})
-            StackExperts(part, self.ours, n_experts).load(src, stacked[-1], cfg)
-        for key in set().union(*stacked):
-            missing = [part for part, found in zip(self.hf_parts, stacked) if key not in found]
-            if missing:
-                raise WeightMappingError(f"parts missing to fuse {key}", missing)
-            dst[key] = torch.cat([found[key] for found in stacked], dim=1)
-
-    def save(self, src: State, dst: State, cfg: Config) -> None:
-        for key, _ in _matches(src, self.ours):
-            for part, piece in zip(self.hf_parts, src.pop(key).chunk(len(self.hf_parts), dim=1)):
-                StackExperts(part, self.ours, n_experts).save({key: piece}, dst, cfg)
-
-
 def moe_rules(router: str = "gate", shared: str = "shared_experts") -> list:
     """Router, stacked experts and shared experts of a MoE layer (DeepSeek and Qwen-MoE checkpoints)."""
     expert = "model.layers.{i}.mlp.experts.{e}"
     return [
         StackFusedExperts(
-            (f"{expert}.gate_proj.weight", f"{expert}.up_proj.weight"), "layers.{i}.mlp.experts.gate_up_proj"
+            (f"{expert}.gate_proj.weight", f"{expert}.up_proj.weight"), "layers.{i}.mlp.experts.gate_up_proj", n_experts
         ),
         StackExperts(f"{expert}.down_proj.weight", "layers.{i}.mlp.experts.down_proj", n_experts),
         Rename(f"model.layers.{{i}}.mlp.{router}.{{p}}", "layers.{i}.mlp.router.{p}"),

@@ -13,6 +13,8 @@ Rules:
     Drop          checkpoint tensors that carry no parameter (e.g. cached ``inv_freq``)
     SplitFused    one checkpoint tensor <-> several of ours (fused QKV, fused gate/up)
     StackExperts  one tensor per expert in the checkpoint <-> one stacked [n_experts, ...] tensor
+    StackFusedExperts  several per-expert projections (gate, up) <-> one stacked tensor with
+                  the parts concatenated along dim 1 ([n_experts, gate rows + up rows, d])
 """
 
 from __future__ import annotations
@@ -146,7 +148,34 @@ class StackExperts:
                 dst[self.hf.format(e=e, **fields)] = tensor.contiguous()
 
 
-Rule = Rename | Drop | SplitFused | StackExperts
+@dataclass(frozen=True)
+class StackFusedExperts:
+    """Per-expert keys of several projections <-> one stacked tensor whose dim 1 holds
+    the parts in order: ``StackExperts`` on each part, then a concatenation (and back)."""
+
+    hf_parts: tuple[str, ...]
+    ours: str
+    n_experts: Callable[[Config], int]
+
+    def load(self, src: State, dst: State, cfg: Config) -> None:
+        stacked: list[State] = []
+        for part in self.hf_parts:
+            stacked.append({})
+            StackExperts(part, self.ours, self.n_experts).load(src, stacked[-1], cfg)
+        for key in set().union(*stacked):
+            missing = [part for part, found in zip(self.hf_parts, stacked) if key not in found]
+            if missing:
+                raise WeightMappingError(f"parts missing to fuse {key}", missing)
+            dst[key] = torch.cat([found[key] for found in stacked], dim=1)
+
+    def save(self, src: State, dst: State, cfg: Config) -> None:
+        for key, _ in _matches(src, self.ours):
+            pieces = src.pop(key).chunk(len(self.hf_parts), dim=1)
+            for part, piece in zip(self.hf_parts, pieces):
+                StackExperts(part, self.ours, self.n_experts).save({key: piece}, dst, cfg)
+
+
+Rule = Rename | Drop | SplitFused | StackExperts | StackFusedExperts
 
 
 def hf_to_ours(state: State, rules: Sequence[Rule], cfg: Config) -> State:
