@@ -30,8 +30,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:  # the common case, without two no-op casts
-            return self.weight * F.rms_norm(x, self.weight.shape, eps=self.eps)
+        if x.dtype == self.weight.dtype == torch.float32:  # the common case: one call, gain included
+            return F.rms_norm(x, self.weight.shape, self.weight, eps=self.eps)
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         normed = F.rms_norm(x.to(compute_dtype), self.weight.shape, eps=self.eps)
         return self.weight * normed.to(x.dtype)
