@@ -3,8 +3,9 @@
     python benchmarks/bench_prefill.py [--repeats 10] [--threads N]
 
 For each case a transformers model with random weights is saved and loaded
-into archzoo, then one forward over a batch is timed in each (median of
-repeats, inference mode, float32). Prints the time, the ratio
+into archzoo, then one forward over a batch is timed in each, the two alternating call by
+call so that a drifting machine slows both alike (median of repeats,
+inference mode, float32). Prints the time, the ratio
 transformers / archzoo (> 1 means archzoo is faster) and the fraction of this
 machine's measured float32 matmul peak each reaches.
 
@@ -20,7 +21,7 @@ from functools import partial
 import torch
 import transformers
 
-from common import forward_flops, matmul_peak_flops, median_seconds, same_weights
+from common import forward_flops, interleaved_medians, matmul_peak_flops, same_weights
 
 SMALL = dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8)
 
@@ -65,8 +66,10 @@ def main() -> None:
             hf_out = hf_model(input_ids=ids).logits
             az_out = model(ids)
             assert (hf_out - az_out).abs().max() < 1e-4, "the two models disagree: not the same weights"
-            t_hf = median_seconds(partial(hf_model, input_ids=ids), args.repeats)
-            t_az = median_seconds(partial(model, ids), args.repeats)
+            times = interleaved_medians(
+                {"transformers": partial(hf_model, input_ids=ids), "archzoo": partial(model, ids)}, args.repeats
+            )
+        t_hf, t_az = times["transformers"], times["archzoo"]
         flops = forward_flops(model, batch, seq)
         print(
             f"{name:28s} {t_hf * 1e3:10.2f} ms {t_az * 1e3:7.2f} ms {t_hf / t_az:6.2f}"

@@ -25,6 +25,21 @@ def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2)
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Median wall time of each function, timing them in turn (a, b, a, b, ...), so
+    that a machine whose speed drifts (a shared VM) slows both sides alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 5) -> float:
     """This machine's float32 matmul throughput (FLOP/s, all threads): the best
     over a few square sizes of the fastest of ``repeats`` runs, so that it is a
