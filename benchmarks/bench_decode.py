@@ -70,33 +70,40 @@ def weight_bytes_per_token(model: archzoo.CausalLM) -> int:
     return total
 
 
-def step_seconds(model: torch.nn.Module, run, repeats: int) -> float:
-    """Median time between the starts of successive decode forwards, over ``repeats`` runs.
+def step_intervals(model: torch.nn.Module, run) -> list[float]:
+    """Times between the starts of successive decode forwards of one ``run()``.
 
     A forward pre-hook stamps every call of ``model``; the interval after the
     prefill call is skipped, so each interval is one decode step: the forward
-    plus the generation loop's own work. The median resists the spikes of a
-    busy machine better than a total does.
+    plus the generation loop's own work.
     """
     stamps: list[float] = []
     handle = model.register_forward_pre_hook(lambda module, args: stamps.append(time.perf_counter()))
-    intervals: list[float] = []
     try:
-        run()  # warm-up
-        for _ in range(repeats):
-            stamps.clear()
-            run()
-            intervals += [b - a for a, b in zip(stamps[1:], stamps[2:])]
+        run()
     finally:
         handle.remove()
-    return statistics.median(intervals)
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
 
-def archzoo_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
-    return step_seconds(model, lambda: archzoo.generate(model, ids, new), repeats)
+def step_seconds(runs: dict[str, tuple[torch.nn.Module, object]], repeats: int) -> dict[str, float]:
+    """Median decode step of each (model, run) pair, the runs alternating (a, b, a, b, ...)
+    so that a machine whose speed drifts slows every side alike. The median
+    resists the spikes of a busy machine better than a total does."""
+    for model, run in runs.values():
+        step_intervals(model, run)  # warm-up
+    intervals: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (model, run) in runs.items():
+            intervals[name] += step_intervals(model, run)
+    return {name: statistics.median(values) for name, values in intervals.items()}
 
 
-def hf_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
+def archzoo_run(model, ids: torch.Tensor, new: int):
+    return lambda: archzoo.generate(model, ids, new)
+
+
+def hf_run(model, ids: torch.Tensor, new: int):
     def run():
         with torch.inference_mode():
             model.generate(
@@ -109,7 +116,7 @@ def hf_step_seconds(model, ids: torch.Tensor, new: int, repeats: int) -> float:
                 pad_token_id=0,
             )
 
-    return step_seconds(model, run, repeats)
+    return run
 
 
 def pair_from_transformers(architecture: str, hf_config, folder: Path):
@@ -146,11 +153,15 @@ def prompt(model, length: int) -> torch.Tensor:
 
 def report(label: str, hf_model, model, new: int, repeats: int, bandwidth: float, note: str = "") -> None:
     ids = prompt(model, 16)
-    ours = archzoo_step_seconds(model, ids, new, repeats)
+    runs = {"archzoo": (model, archzoo_run(model, ids, new))}
+    if hf_model is not None:
+        runs["transformers"] = (hf_model, hf_run(hf_model, ids, new))
+    seconds = step_seconds(runs, repeats)
+    ours = seconds["archzoo"]
     ceiling = bandwidth / weight_bytes_per_token(model)
     line = f"{label:16s} archzoo {1 / ours:8.1f} tok/s ({ours * 1e3:7.3f} ms/token)"
     if hf_model is not None:
-        theirs = hf_step_seconds(hf_model, ids, new, repeats)
+        theirs = seconds["transformers"]
         line += f"   transformers {1 / theirs:8.1f} tok/s ({theirs * 1e3:7.3f} ms)   speed-up {theirs / ours:5.2f}x"
     else:
         line += f"   transformers n/a ({note})"
@@ -162,7 +173,8 @@ def context_scan(label: str, model, contexts: list[int], steps: int, repeats: in
     cells = []
     for context in contexts:
         ids = prompt(model, context)
-        cells.append(f"ctx {context:5d}: {archzoo_step_seconds(model, ids, steps, repeats) * 1e3:7.3f} ms")
+        step = step_seconds({"archzoo": (model, archzoo_run(model, ids, steps))}, repeats)["archzoo"]
+        cells.append(f"ctx {context:5d}: {step * 1e3:7.3f} ms")
     print(f"{label:16s} archzoo per-token decode time   " + "   ".join(cells), flush=True)
 
 
