@@ -49,3 +49,19 @@ def test_train_command(capsys, tmp_path):
     assert main(["train", "llama-tiny", "--text", str(text), "--steps", "3", "--batch", "2", "--seq-len", "16"]) == 0
     out = capsys.readouterr().out
     assert "step     0" in out and "loss" in out
+
+
+def test_training_a_deepseek_v3_style_model_moves_the_router_bias():
+    """Aux-loss-free balancing (DeepSeek-V3): after each step every correction bias moves
+    by +-rate per expert, against that step's loads; the main loss still trains."""
+    torch.manual_seed(0)
+    model = archzoo.build_model("deepseek-tiny")
+    biases = [b for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
+    assert biases and all(torch.equal(b, torch.zeros_like(b)) for b in biases)
+    rate = model.config.moe.bias_update_rate
+    tokens = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6] * 40)
+    train(model, tokens, steps=3, batch=2, seq_len=16, lr=1e-2, warmup=1)
+    for bias in biases:
+        steps_taken = bias / rate  # each step adds -1, 0 or +1 per expert
+        assert torch.allclose(steps_taken, steps_taken.round(), atol=1e-4)
+        assert steps_taken.abs().max() <= 3 + 1e-4 and bias.abs().sum() > 0

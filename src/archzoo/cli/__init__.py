@@ -20,19 +20,12 @@ COMMANDS = {
 }
 
 
-def _available() -> dict:
-    modules = {}
-    for name, path in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(path)
-        except ModuleNotFoundError as err:
-            if err.name != path:  # a real missing dependency inside the module
-                raise
-    return modules
+def _load() -> dict:
+    return {name: importlib.import_module(path) for name, path in COMMANDS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    modules = _available()
+    modules = _load()
     parser = argparse.ArgumentParser(prog="archzoo", description="A reference zoo of transformer architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in modules.items():
