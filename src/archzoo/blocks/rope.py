@@ -120,8 +120,10 @@ class RotaryEmbedding(nn.Module):
             emb = torch.cat((freqs, freqs), dim=-1)
         else:
             emb = freqs.repeat_interleave(2, dim=-1)
-        cos = (emb.cos() * self.attention_factor).to(dtype)[:, None]
-        sin = (emb.sin() * self.attention_factor).to(dtype)[:, None]
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_factor != 1.0:  # YaRN's temperature; 1 for every other scheme
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        cos, sin = cos.to(dtype)[:, None], sin.to(dtype)[:, None]
         return Rotation(cos, sin, self.layout)
 
     def extra_repr(self) -> str:
