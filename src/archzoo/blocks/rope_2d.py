@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .rope import Rotation, inverse_frequencies
+from .rope import RotaryEmbedding, Rotation
 
 
 @dataclass
@@ -51,13 +51,13 @@ class GLM2DRotaryEmbedding(nn.Module):
             raise ValueError(f"head_dim must be a multiple of 4 (two halves rotated in pairs), got {head_dim}")
         self.head_dim = head_dim
         self.half_dim = head_dim // 2
-        inv_freq, _ = inverse_frequencies(self.half_dim, theta, None, fp16_frequencies)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # one half-split RoPE of half the head width, applied once with each id row
+        self.rope = RotaryEmbedding(self.half_dim, theta=theta, layout="half", fp16_frequencies=fp16_frequencies)
 
-    def _rotation(self, ids: torch.Tensor, dtype: torch.dtype) -> Rotation:
-        freqs = ids[..., None].float() * self.inv_freq.float()  # [batch, seq, r/2]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return Rotation(emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None], "half")
+    @property
+    def inv_freq(self) -> torch.Tensor:
+        """omega_i of each half (float32; fp16-rounded values when ``fp16_frequencies``)."""
+        return self.rope.inv_freq
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> Rotation2D:
         """``position_ids`` ``[batch, 2, seq]`` (row 0 position, row 1 block), or
@@ -70,7 +70,7 @@ class GLM2DRotaryEmbedding(nn.Module):
             raise ValueError(
                 f"position_ids for glm2d must be [batch, 2, seq] or [batch, seq], got {list(position_ids.shape)}"
             )
-        return Rotation2D(self._rotation(positions, dtype), self._rotation(blocks, dtype))
+        return Rotation2D(self.rope(positions, dtype), self.rope(blocks, dtype))
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim} (two halves of {self.half_dim})"

@@ -170,8 +170,5 @@ class Config:
             parts.append(f"moe {self.moe.top_k}/{self.moe.n_experts}")
         return ", ".join(parts)
 
-    def describe_path(self) -> str:
-        return self.path or f"<{self.name}>"
-
 
 __all__ = ["Config", "LayerPlan"]

@@ -15,7 +15,6 @@ import torch
 
 from ...config import Config
 from ..decoder import CausalLM
-from ..positions import POSITION_KINDS
 from .family import HFFamily, UnsupportedConfig
 from .io import read_config, read_safetensors, write_folder
 from .registry import ARCHITECTURES, FAMILIES
@@ -52,7 +51,10 @@ def load_pretrained(folder: str | Path, *, dtype: torch.dtype | None = None, nam
 
 
 def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None) -> CausalLM:
-    """Build on ``meta`` and adopt the given tensors (no random init, no second copy)."""
+    """Build on ``meta`` and adopt the given tensors (no random init, no second copy).
+
+    Position tables (RoPE frequencies, ALiBi slopes) are built on the CPU even on
+    ``meta``, so everything else must come from the checkpoint."""
     with torch.device("meta"):
         model = CausalLM(cfg)
     expected = set(model.state_dict())
@@ -67,7 +69,6 @@ def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torc
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.model.tie_embeddings:
         model.lm_head.weight = model.embed.weight
-    model.positions = POSITION_KINDS[cfg.position.kind](cfg)
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         raise WeightMappingError("tensors left unset after loading", still_meta)
