@@ -23,6 +23,7 @@ from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
 from .builders import build_attention, build_feedforward, build_norm
 from .positions import POSITION_KINDS
+from .weight_layout import store_column_major
 
 
 @dataclass
@@ -184,6 +185,7 @@ def build_model(
     if device.type != "meta":
         with torch.no_grad():
             init_weights(model)
+        store_column_major(model)
     if dtype is not None:
         model.to(dtype)
     return model

@@ -15,6 +15,7 @@ import torch
 
 from ...config import Config
 from ..decoder import CausalLM
+from ..weight_layout import store_column_major
 from .family import HFFamily, UnsupportedConfig
 from .io import read_config, read_safetensors, write_folder
 from .registry import ARCHITECTURES, FAMILIES
@@ -72,6 +73,7 @@ def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torc
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         raise WeightMappingError("tensors left unset after loading", still_meta)
+    store_column_major(model)  # checkpoints are row-major; see weight_layout.py for why
     if dtype is not None:
         model.to(dtype)
     return model
