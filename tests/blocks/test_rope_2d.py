@@ -100,3 +100,11 @@ def test_bad_shapes():
         GLM2DRotaryEmbedding(18)
     with pytest.raises(ValueError, match=r"\[batch, 2, seq\]"):
         GLM2DRotaryEmbedding(16)(torch.zeros(1, 3, 4, dtype=torch.long))
+
+
+def test_range_rotation_equals_explicit_positions_with_block_zero():
+    rope = GLM2DRotaryEmbedding(16)
+    x = torch.randn(1, 3, 5, 16)
+    got = rope.range_rotation(4, 5, torch.float32, torch.device("cpu")).apply(x)
+    want = rope(torch.arange(4, 9)[None]).apply(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

@@ -72,5 +72,10 @@ class GLM2DRotaryEmbedding(nn.Module):
             )
         return Rotation2D(self.rope(positions, dtype), self.rope(blocks, dtype))
 
+    def range_rotation(self, start: int, length: int, dtype: torch.dtype, device: torch.device) -> Rotation2D:
+        """Positions start, ..., start + length - 1 with block position 0 (table slices)."""
+        block_zero = self.rope.range_rotation(0, 1, dtype, device)  # broadcasts over the sequence
+        return Rotation2D(self.rope.range_rotation(start, length, dtype, device), block_zero)
+
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim} (two halves of {self.half_dim})"

@@ -93,8 +93,9 @@ class CausalLM(nn.Module):
             bias = self.positions.bias(seq, past + seq, past, device).to(dtype)
         elif self.positions is not None:
             if position_ids is None:
-                position_ids = torch.arange(past, past + seq, device=device)[None]
-            rotation = self.positions(position_ids, dtype)
+                rotation = self.positions.range_rotation(past, seq, dtype, device)
+            else:
+                rotation = self.positions(position_ids, dtype)
         mask = build_mask(seq, past, attention_mask, bias=bias, device=device)
         return AttentionContext(mask=mask, rotation=rotation, past=past)
 
