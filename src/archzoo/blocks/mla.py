@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from .attention import AttentionContext
+from .attention import AttentionContext, attend
 from .cache import LayerCache
 from .norm import RMSNorm
 from .rope_scaling import yarn_softmax_factor
@@ -159,6 +159,11 @@ class MultiHeadLatentAttention(nn.Module):
 
         The cache holds one tensor, ``latent`` ``[b, 1, slots, r + d_R]``: it is
         the key of every head as is, and its first r dims are the value.
+
+        So this is multi-query attention with one kv head. The value passed to
+        SDPA is the whole key and the output's last d_R dims are dropped: with
+        q, k and v of one width SDPA takes its fused kernel (2-4x faster on CPU
+        than the generic path that a narrower v falls back to).
         """
         w_uk, w_uv = self.up_weights()
         q_latent = q_nope @ w_uk  # [b, H, s, d_n] @ [H, d_n, r] -> [b, H, s, r]
@@ -166,12 +171,7 @@ class MultiHeadLatentAttention(nn.Module):
         keys = torch.cat((latent, k_rope), dim=-1)
         if cache is not None:
             keys = cache.append("latent", keys, ctx.past)
-        k = keys.expand(-1, self.n_heads, -1, -1)
-        v = k[..., : self.kv_lora_rank]
-        mask = ctx.mask
-        out_latent = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale
-        )
+        out_latent = attend(q, keys, keys, ctx.mask, self.scale)[..., : self.kv_lora_rank]
         return out_latent @ w_uv.transpose(1, 2)  # [b, H, s, r] @ [H, r, d_v] -> [b, H, s, d_v]
 
     def extra_repr(self) -> str:
