@@ -29,6 +29,7 @@ import transformers
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
 
 from archzoo.blocks.moe import MoE
+from archzoo.models.weight_layout import store_column_major
 
 D_MODEL, N_EXPERTS, TOP_K, EXPERT_HIDDEN = 512, 16, 2, 256
 
@@ -57,7 +58,7 @@ def archzoo_layer_like(block: Qwen3MoeSparseMoeBlock) -> MoE:
         moe.router.weight.copy_(block.gate.weight)
         moe.experts.gate_up_proj.copy_(block.experts.gate_up_proj)
         moe.experts.down_proj.copy_(block.experts.down_proj)
-    return moe
+    return store_column_major(moe)  # as build_model and load_pretrained store it (models/weight_layout.py)
 
 
 def best_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:

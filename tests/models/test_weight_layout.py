@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 import archzoo
-from archzoo.models.weight_layout import is_column_major, store_column_major
+from archzoo.blocks.experts import StackedExperts
+from archzoo.models.weight_layout import is_column_major, matrix_weights, store_column_major
 
 
 def linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -23,8 +24,8 @@ def linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
 def row_major_copy(model: nn.Module) -> nn.Module:
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        for _, module in linears(twin):
-            module.weight.data = module.weight.data.contiguous()
+        for weight in matrix_weights(twin):
+            weight.data = weight.data.contiguous()
     return twin
 
 
@@ -51,7 +52,7 @@ def test_logits_equal_a_row_major_copy(name):
     torch.manual_seed(0)
     model = archzoo.build_model(name).eval()
     twin = row_major_copy(model)
-    assert not any(is_column_major(m.weight) for _, m in linears(twin) if min(m.weight.shape) > 1)
+    assert not any(is_column_major(w) for w in matrix_weights(twin) if min(w.shape[-2:]) > 1)
     ids = torch.randint(0, model.config.model.vocab_size, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(model(ids), twin(ids), rtol=1e-5, atol=1e-5)
@@ -95,3 +96,23 @@ def test_training_step_runs_on_column_major_weights():
         m(ids).logsumexp(-1).mean().backward()
     for (name, a), (_, b) in zip(linears(model), linears(twin)):
         torch.testing.assert_close(a.weight.grad, b.weight.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_stacked_experts_are_column_major_per_expert():
+    model = archzoo.build_model("qwen3-moe-tiny")
+    experts = [m for m in model.modules() if isinstance(m, StackedExperts)]
+    assert experts
+    for m in experts:
+        e, out, inp = m.gate_up_proj.shape
+        assert (e, out, inp) == (m.n_experts, 2 * m.hidden, m.d_model)
+        assert m.gate_up_proj.stride() == (out * inp, 1, out)
+        assert is_column_major(m.down_proj)
+    # each expert's matrix is a column-major [out, in] block: expert 1 starts after expert 0's values
+    assert experts[0].gate_up_proj[1].data_ptr() - experts[0].gate_up_proj[0].data_ptr() == out * inp * 4
+
+
+def test_matrix_weights_lists_tied_weights_once():
+    model = archzoo.build_model("qwen2-tiny")
+    weights = matrix_weights(model)
+    assert len(weights) == len({id(w) for w in weights})
+    assert any(w is model.embed.weight for w in weights)

@@ -14,6 +14,13 @@ output head takes 3.3 ms against 7.4 ms, and a small LLaMA (d_model 512,
 8 layers, vocab 32k) decodes a token in 13.9 ms against 19.9 ms
 (``python benchmarks/bench_decode.py``).
 
+The stacked expert weights of an MoE layer (``[E, out, in]``, one such matrix
+per expert) are laid out the same way, expert by expert: a decoding token
+reads its k experts' matrices in place, and ``grouped_mm`` gets each one as a
+contiguous ``[in, out]`` block. One MoE layer (16 experts of width 256, d_model
+512, top-2) decodes a token in 0.33 ms against 0.43 ms row-major
+(``python benchmarks/bench_moe.py``).
+
 Nothing else changes: parameter names and shapes, ``state_dict`` values, tied
 weights (the Parameter object is kept), ``model.to(dtype)`` (it preserves
 strides), and saved checkpoints (``save_pretrained`` writes contiguous copies).
@@ -24,22 +31,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..blocks.experts import StackedExperts
+
 
 def store_column_major(model: nn.Module) -> nn.Module:
-    """Re-lay every ``nn.Linear`` weight column-major in place (tensors on ``meta`` are left as they are)."""
+    """Re-lay every matrix weight column-major in place (tensors on ``meta`` are left as they are).
+
+    Matrix weights: ``nn.Linear.weight`` ``[out, in]`` and ``StackedExperts``'
+    ``gate_up_proj`` / ``down_proj`` ``[E, out, in]``.
+    """
     with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, nn.Linear):
-                continue
-            weight = module.weight
+        for weight in matrix_weights(model):
             if weight.is_meta or is_column_major(weight):
                 continue
             # Assigning .data keeps the Parameter object, so a head tied to the
             # embedding stays tied and optimizers holding it stay valid.
-            weight.data = weight.data.t().contiguous().t()
+            weight.data = weight.data.transpose(-1, -2).contiguous().transpose(-1, -2)
     return model
 
 
+def matrix_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that multiply activations as ``x W^T``, each listed once."""
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            found[id(module.weight)] = module.weight
+        elif isinstance(module, StackedExperts):
+            found[id(module.gate_up_proj)] = module.gate_up_proj
+            found[id(module.down_proj)] = module.down_proj
+    return list(found.values())
+
+
 def is_column_major(weight: torch.Tensor) -> bool:
-    """True when ``weight.t()`` is contiguous (a 1 x n or n x 1 matrix counts as both layouts)."""
-    return weight.dim() == 2 and weight.t().is_contiguous()
+    """True when each ``[out, in]`` matrix of ``weight`` lies in memory as a contiguous ``[in, out]`` one
+    (a 1 x n or n x 1 matrix counts as both layouts)."""
+    return weight.dim() >= 2 and weight.transpose(-1, -2).is_contiguous()
