@@ -17,7 +17,6 @@ LayerNorm (Ba et al., 2016, "Layer Normalization"):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -30,14 +29,23 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == self.weight.dtype == torch.float32:  # the common case: one call, gain included
-            return F.rms_norm(x, self.weight.shape, self.weight, eps=self.eps)
-        compute_dtype = torch.promote_types(x.dtype, torch.float32)
-        normed = F.rms_norm(x.to(compute_dtype), self.weight.shape, eps=self.eps)
+        if x.dtype == self.weight.dtype == torch.float32:  # the common case: no casts
+            return rms_normalize(x, self.eps) * self.weight
+        normed = rms_normalize(x.to(torch.promote_types(x.dtype, torch.float32)), self.eps)
         return self.weight * normed.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) over the last dimension, without the gain.
+
+    Written out rather than ``F.rms_norm``: on the CPU that is the same
+    sequence of kernels behind an extra dispatch layer, and measured slower
+    when decoding tiny models (about 15 vs 11 us a call).
+    """
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
 
 
 class LayerNorm(nn.LayerNorm):
