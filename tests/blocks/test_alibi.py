@@ -70,3 +70,15 @@ def test_relative_bias_gives_same_softmax_as_blooms_absolute_bias():
     absolute = alibi_slopes(n_heads)[:, None, None] * torch.arange(seq).float()[None, None, :]
     bloom = (scores + absolute).masked_fill(~causal, float("-inf")).softmax(-1)
     torch.testing.assert_close(ours, bloom, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("past", "kv_len"), [(0, 1), (5, 6), (5, 3), (255, 256), (300, 301), (1000, 1001)])
+def test_single_query_bias_from_the_cached_ramp_equals_the_formula(past, kv_len):
+    """Decoding's bias (a slice of a cached table, regrown past 256 slots) = m_h * (k - q), exactly."""
+    alibi = Alibi(6)
+    got = alibi.bias(1, kv_len, past)
+    slopes = alibi_slopes(6)
+    expected = torch.tensor(
+        [[[slopes[h].item() * float(k - past) for k in range(kv_len)]] for h in range(6)], dtype=torch.float32
+    )
+    assert torch.equal(got, expected)

@@ -105,6 +105,14 @@ def test_bias_with_padding_broadcasts_over_batch_and_never_leaves_a_row_empty():
     assert torch.equal(spec.mask[1], bias.masked_fill(~causal_mask(3, 3, 0), NEG_INF))
 
 
+def test_one_token_after_a_cache_gets_the_bias_unmasked():
+    """A single query at the last slot may attend every key: the bias is passed on as is."""
+    bias = torch.randn(2, 1, 5)
+    spec = build_mask(1, 4, None, bias=bias)
+    assert spec.mask is bias and not spec.is_causal
+    assert torch.equal(spec.mask, bias.masked_fill(~causal_mask(1, 5, 4), NEG_INF))
+
+
 @pytest.mark.parametrize("kind", ["causal", "padding", "bias"])
 def test_attention_block_perturbation(kind):
     """Changing the input at slot t leaves attention outputs at slots < t bit-identical."""

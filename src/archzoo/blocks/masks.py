@@ -93,5 +93,7 @@ def build_mask(
             return MaskSpec(None, q_len > 1)
         return MaskSpec(None if q_len == 1 else causal_mask(q_len, kv_len, past, device), False)
     if allowed is None:
+        if q_len == 1 and kv_len == past + 1:  # one query at the last slot sees every key
+            return MaskSpec(bias, False)
         allowed = causal_mask(q_len, kv_len, past, device)
     return MaskSpec(bias.masked_fill(~allowed, float("-inf")), False)
