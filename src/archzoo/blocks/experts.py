@@ -16,10 +16,13 @@ Dispatch without a loop over tokens: flatten the N x k (token, expert) pairs,
 sort them by expert (stable), gather the token rows into that order so each
 expert's rows are contiguous, run one matmul per expert over its block (one
 ``grouped_mm`` call for all experts where torch has it, else a loop over the
-experts), gather the results back into (token, choice) order and take the
-w-weighted sum over the k choices. Both moves are gathers by a permutation,
-forward and backward (no scatter-add, which is slow on CPU). A single token
-(decoding) skips the sort and runs its k experts directly.
+experts), and add each result row, times its weight w_j, into its token's
+output row. The weight is applied to the expert's hidden activation instead,
+before the down projection (W_down(w h) = w W_down h; half as wide here).
+
+Gathering rows by token (``index_select``) and adding rows back by token
+(``index_add``) are each other's gradient, so autograd needs nothing custom.
+A single token (decoding) skips the sort and runs its k experts directly.
 """
 
 from __future__ import annotations
@@ -56,17 +59,14 @@ class Dispatch:
     """(token, expert) pairs sorted by expert: built once, used by every projection.
 
     Pair p = t * k + j is token t's j-th choice. ``order`` lists the pairs
-    grouped by expert (stable), ``inverse`` undoes it: both are permutations,
-    so moving rows into and out of expert order is a gather either way.
+    grouped by expert (stable); ``token`` is the token of each sorted pair.
     """
 
     def __init__(self, indices: torch.Tensor, n_experts: int):
         self.top_k = indices.shape[-1]
         flat = indices.reshape(-1)
         self.order = flat.argsort(stable=True)
-        self.inverse = torch.empty_like(self.order)
-        self.inverse[self.order] = torch.arange(flat.numel(), device=flat.device)
-        self.token = self.order // self.top_k  # the token of each sorted pair
+        self.token = self.order // self.top_k
         self.counts = torch.bincount(flat, minlength=n_experts)  # rows per expert
         self.offsets = self.counts.cumsum(0).to(torch.int32)  # end row of each expert's block
         self._bounds: list[int] | None = None
@@ -76,38 +76,6 @@ class Dispatch:
         if self._bounds is None:
             self._bounds = [0, *self.offsets.tolist()]
         return self._bounds
-
-
-class _ToExpertOrder(torch.autograd.Function):
-    """rows = x[token]: each token's row once per choice, in expert order.
-
-    Gradient: back to pair order (a gather by ``inverse``), then summed over
-    a token's k choices; no scatter-add (slow on CPU) in either direction.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dispatch: Dispatch) -> torch.Tensor:
-        ctx.dispatch = dispatch
-        return x.index_select(0, dispatch.token)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        d = ctx.dispatch
-        return grad.index_select(0, d.inverse).view(-1, d.top_k, grad.shape[-1]).sum(dim=1), None
-
-
-class _Permute(torch.autograd.Function):
-    """rows[index] for a permutation ``index``; the gradient gathers with its inverse."""
-
-    @staticmethod
-    def forward(ctx, rows: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return rows.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, dispatch: Dispatch, use_grouped_mm: bool) -> torch.Tensor:
@@ -155,11 +123,11 @@ class StackedExperts(nn.Module):
         grouped = self.use_grouped_mm
         if grouped is None:
             grouped = grouped_mm_supported(x, self.gate_up_proj)
-        rows = _ToExpertOrder.apply(x, dispatch)
-        hidden = swiglu(grouped_linear(rows, self.gate_up_proj, dispatch, grouped))
+        rows = x.index_select(0, dispatch.token)  # each token once per choice, in expert order
+        row_weights = weights.reshape(-1).index_select(0, dispatch.order).to(x.dtype)
+        hidden = swiglu(grouped_linear(rows, self.gate_up_proj, dispatch, grouped)) * row_weights[:, None]
         out_rows = grouped_linear(hidden, self.down_proj, dispatch, grouped)
-        out_pairs = _Permute.apply(out_rows, dispatch.inverse, dispatch.order).view(-1, dispatch.top_k, x.shape[-1])
-        return torch.bmm(weights.to(out_pairs.dtype).unsqueeze(1), out_pairs).squeeze(1)  # sum_j w_j y_j
+        return x.new_zeros(x.shape).index_add(0, dispatch.token, out_rows)  # y_t = sum_j w_j y_{i_j}(x_t)
 
     def one_token(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         outputs = torch.cat([self.expert(e, x) for e in indices[0].tolist()])  # [k, d]
