@@ -19,6 +19,7 @@ from archzoo.blocks.experts import StackedExperts, grouped_mm_supported
 from archzoo.blocks.moe import MoE, load_balancing_loss, update_router_bias
 from archzoo.blocks.router import GROUP_SCORES, SCORING_KINDS, Router
 from archzoo.config.sections import GroupScore, RouterScoring
+from archzoo.models.weight_layout import store_column_major
 
 
 def sigmoid(x: float) -> float:
@@ -150,13 +151,18 @@ def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tens
     n_experts=st.integers(1, 9),
     top_k=st.integers(1, 3),
     grouped=st.sampled_from([True, False]),
+    column_major=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(n_tokens, n_experts, top_k, grouped, seed):
+def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(
+    n_tokens, n_experts, top_k, grouped, column_major, seed
+):
     top_k = min(top_k, n_experts)
     torch.manual_seed(seed)
     experts = StackedExperts(12, 7, n_experts)
     experts.init_weights(0.3)
+    if column_major:  # the layout build_model and load_pretrained use
+        store_column_major(experts)
     x = torch.randn(n_tokens, 12)
     indices = torch.rand(n_tokens, n_experts).argsort(dim=-1)[:, :top_k]  # distinct experts per token
     weights = torch.rand(n_tokens, top_k)
@@ -173,11 +179,14 @@ def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(n_tokens, n_e
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("column_major", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype):
+def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype, column_major):
     torch.manual_seed(0)
     experts = StackedExperts(16, 8, 6).to(dtype)
     experts.init_weights(0.3)
+    if column_major:
+        store_column_major(experts)
     x = torch.randn(50, 16, dtype=dtype)
     if not grouped_mm_supported(x, experts.gate_up_proj):
         pytest.xfail("this torch has no grouped_mm for this dtype on CPU; the loop path is the one used")
