@@ -68,6 +68,7 @@ class MultiHeadLatentAttention(nn.Module):
         qk_dim = qk_nope_head_dim + qk_rope_head_dim
         self.scale = softmax_scale if softmax_scale is not None else qk_dim**-0.5
         self.mla_mode = mla_mode
+        self.low_rank_query = bool(q_lora_rank)  # a plain flag: hasattr on a module raises inside
         if q_lora_rank:
             self.q_a_proj = nn.Linear(d_model, q_lora_rank, bias=False)
             self.q_a_layernorm = RMSNorm(q_lora_rank, norm_eps)
@@ -109,10 +110,10 @@ class MultiHeadLatentAttention(nn.Module):
     def queries(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(q_nope ``[b, H, s, d_n]``, rotated q_rope ``[b, H, s, d_R]``)."""
         batch, seq, _ = x.shape
-        if hasattr(self, "q_proj"):
-            q = self.q_proj(x)
-        else:
+        if self.low_rank_query:
             q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        else:
+            q = self.q_proj(x)
         q = q.view(batch, seq, self.n_heads, -1).transpose(1, 2)
         q_nope, q_rope = q.split([self.nope_dim, self.rope_dim], dim=-1)
         return q_nope, ctx.rotation.apply(q_rope)
