@@ -133,3 +133,16 @@ def test_bad_arguments_are_named(kwargs, match):
     model = tiny_model("llama-tiny")
     with pytest.raises(ValueError, match=match):
         generate(model, torch.tensor([[1, 2, 3]]), 4, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "bloom-tiny", "deepseek-tiny", "chatglm2-tiny"])
+def test_a_model_that_generated_can_still_be_trained(name):
+    """Position tables cached during ``generate`` (inference mode) must not be inference
+    tensors: autograd saves them in a later training forward."""
+    model = tiny_model(name)
+    ids = prompt(model.config, 6, seed=0)[None]
+    generate(model, ids, 3)
+    model.train()
+    model(ids).logsumexp(-1).mean().backward()  # raised "Inference tensors cannot be saved for backward"
+    model(ids[:, :1]).logsumexp(-1).mean().backward()  # one token: ALiBi's cached ramp
+    assert model.lm_head.weight.grad is not None

@@ -51,8 +51,9 @@ class Alibi(nn.Module):
         table = self.ramps.get(device)
         if table is None or table.shape[-1] < length:
             n = max(length, 2 * table.shape[-1] if table is not None else 256)
-            distance = torch.arange(-(n - 1), 1, device=device).float()
-            table = self.ramps[device] = self.slopes[:, None] * distance[None]
+            with torch.inference_mode(False):  # kept across calls: see RotaryEmbedding.range_rotation
+                distance = torch.arange(-(n - 1), 1, device=device).float()
+                table = self.ramps[device] = self.slopes[:, None] * distance[None]
         return table
 
     def bias(self, q_len: int, kv_len: int, past: int, device: torch.device | None = None) -> torch.Tensor:
@@ -63,7 +64,8 @@ class Alibi(nn.Module):
         tokens (all that the softmax sees) are unchanged.
         """
         if device is not None and self.slopes.device != device:
-            self.slopes = self.slopes.to(device)
+            with torch.inference_mode(False):  # kept across calls: must stay usable by autograd
+                self.slopes = self.slopes.to(device)
         device = self.slopes.device
         if q_len == 1 and kv_len <= past + 1:  # decoding: a view of a cached ramp
             table = self.ramp(past + 1, device)

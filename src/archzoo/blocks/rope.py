@@ -138,7 +138,8 @@ class RotaryEmbedding(nn.Module):
     def frequencies(self, device: torch.device) -> torch.Tensor:
         """omega_i on ``device`` (moved once, then reused)."""
         if self.inv_freq.device != device:
-            self.inv_freq = self.inv_freq.to(device)
+            with torch.inference_mode(False):  # kept across calls: must stay usable by autograd
+                self.inv_freq = self.inv_freq.to(device)
         return self.inv_freq
 
     def angles(self, position_ids: torch.Tensor) -> torch.Tensor:
@@ -170,7 +171,10 @@ class RotaryEmbedding(nn.Module):
         table = self.tables.get((device, dtype))
         if table is None or table.cos.shape[-2] < end:
             size = max(end, 2 * table.cos.shape[-2] if table is not None else 256)
-            table = self.tables[(device, dtype)] = self(torch.arange(size, device=device)[None], dtype)
+            # kept across calls, so made as normal tensors even when first asked for under
+            # inference mode (generate): training may use them later
+            with torch.inference_mode(False):
+                table = self.tables[(device, dtype)] = self(torch.arange(size, device=device)[None], dtype)
         window = slice(start, end)
         return Rotation(table.cos[..., window, :], table.sin[..., window, :], self.layout, table.signed_sin[..., window, :])
 
