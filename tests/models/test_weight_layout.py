@@ -34,8 +34,18 @@ def test_built_models_store_linear_weights_column_major_with_linear_shapes(name)
     model = archzoo.build_model(name)
     for module_name, module in linears(model):
         assert module.weight.shape == (module.out_features, module.in_features), module_name
-        if min(module.weight.shape) > 1:
+        if module_name.endswith("kv_b_proj"):  # MLA's per-head up-projection: the one exception
+            assert module.weight.is_contiguous(), module_name
+        elif min(module.weight.shape) > 1:
             assert module.weight.stride() == (1, module.out_features), module_name
+
+
+def test_mla_up_projection_stays_row_major_so_absorbed_decoding_reads_heads_in_place():
+    model = archzoo.build_model("deepseek-tiny")
+    for layer in model.layers:
+        assert layer.attn.kv_b_proj.weight.is_contiguous()
+        w_uk, w_uv = layer.attn.up_weights()
+        assert w_uk.stride()[-1] == 1 and w_uv.stride()[-1] == 1  # rows of r values, contiguous
 
 
 def test_tied_head_stays_the_embedding_parameter():
