@@ -72,11 +72,10 @@ class Rotation:
 
         The same numbers as ``apply_rotary(x, cos, sin, layout)`` (tested), in fewer ops."""
         rotary_dim = self.cos.shape[-1]
-        if rotary_dim == x.shape[-1]:
-            return torch.addcmul(x * self.cos, swap_partners(x, self.layout), self.signed_sin)
-        rotated, passed = x[..., :rotary_dim], x[..., rotary_dim:]
-        rotated = torch.addcmul(rotated * self.cos, swap_partners(rotated, self.layout), self.signed_sin)
-        return torch.cat((rotated, passed), dim=-1)
+        partial = rotary_dim < x.shape[-1]
+        part = x[..., :rotary_dim] if partial else x
+        rotated = torch.addcmul(part * self.cos, swap_partners(part, self.layout), self.signed_sin)
+        return torch.cat((rotated, x[..., rotary_dim:]), dim=-1) if partial else rotated
 
 
 def first_of_each_pair(rotary_dim: int, layout: str) -> slice:
