@@ -46,6 +46,30 @@ def test_rmsnorm_equals_formula():
     torch.testing.assert_close(norm(x).double(), rms_reference(x, norm.weight, 1e-5), rtol=1e-6, atol=1e-6)
 
 
+def test_rmsnorm_eps_counts_where_it_matters():
+    """For |x| ~ 1e-3 the mean square (~1e-6) is as large as eps: eps must enter exactly once, unscaled."""
+    torch.manual_seed(3)
+    x = 1e-3 * torch.randn(4, 32)
+    for eps in (1e-6, 1e-5):
+        torch.testing.assert_close(RMSNorm(32, eps)(x).double(), rms_reference(x, torch.ones(32), eps), rtol=1e-5, atol=0)
+
+
+def test_rmsnorm_gradients_equal_the_formulas():
+    torch.manual_seed(4)
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16))
+    x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    norm = norm.double()
+    grad_out = torch.randn(3, 16, dtype=torch.float64)
+    x_grad, weight_grad = torch.autograd.grad(norm(x), (x, norm.weight), grad_out)
+    x_ref = x.detach().clone().requires_grad_()
+    weight_ref = norm.weight.detach().clone().requires_grad_()
+    ref_x_grad, ref_weight_grad = torch.autograd.grad(rms_reference(x_ref, weight_ref, 1e-5), (x_ref, weight_ref), grad_out)
+    torch.testing.assert_close(x_grad, ref_x_grad)
+    torch.testing.assert_close(weight_grad, ref_weight_grad)
+
+
 def test_rmsnorm_does_not_centre():
     """Adding a constant changes RMSNorm's output; LayerNorm's is unchanged (it subtracts the mean)."""
     torch.manual_seed(1)

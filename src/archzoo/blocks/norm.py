@@ -16,6 +16,8 @@ LayerNorm (Ba et al., 2016, "Layer Normalization"):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -41,11 +43,26 @@ class RMSNorm(nn.Module):
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) over the last dimension, without the gain.
 
-    Written out rather than ``F.rms_norm``: on the CPU that is the same
-    sequence of kernels behind an extra dispatch layer, and measured slower
-    when decoding tiny models (about 15 vs 11 us a call).
+    mean(x^2) + eps is formed as eps + ||x||^2 / d: one norm kernel and one fused
+    multiply-add (``addcmul``, whose 1/d is a kernel argument), where square,
+    mean and add take three kernels plus two that turn the Python numbers 1/d
+    and eps into tensors. Decoding a tiny model is bound by such per-kernel
+    costs: this form made a DeepSeek-tiny decode step about 8% faster than the
+    literal one (``F.rms_norm`` on the CPU runs the literal kernels, slower still).
     """
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    mean_square_plus_eps = torch.addcmul(scalar(eps, x.dtype, x.device), norm, norm, value=1 / x.shape[-1])
+    return x * mean_square_plus_eps.rsqrt_()
+
+
+@functools.lru_cache(maxsize=64)
+def scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-dim tensor holding ``value``, made once per (value, dtype, device).
+
+    Made outside inference mode, so a model that decoded can still be trained.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype, device=device)
 
 
 class LayerNorm(nn.LayerNorm):
