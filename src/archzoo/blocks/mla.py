@@ -115,19 +115,19 @@ class MultiHeadLatentAttention(nn.Module):
         else:
             q = self.q_proj(x)
         q = q.view(batch, seq, self.n_heads, -1).transpose(1, 2)
-        q_nope, q_rope = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        q_nope, q_rope = q.split_with_sizes((self.nope_dim, self.rope_dim), dim=-1)
         return q_nope, ctx.rotation.apply(q_rope)
 
     def latents(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(normed latent c ``[b, 1, s, r]``, rotated shared rope key ``[b, 1, s, d_R]``)."""
-        kv = self.kv_a_proj(x)[:, None]
-        latent, k_rope = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        kv = self.kv_a_proj(x).unsqueeze(1)
+        latent, k_rope = kv.split_with_sizes((self.kv_lora_rank, self.rope_dim), dim=-1)
         return self.kv_a_layernorm(latent), ctx.rotation.apply(k_rope)
 
     def up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """W_UK ``[H, d_n, r]`` and W_UV ``[H, d_v, r]``: views of ``kv_b_proj.weight``."""
         w = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
-        return w[:, : self.nope_dim], w[:, self.nope_dim :]
+        return w.split_with_sizes((self.nope_dim, self.v_dim), dim=1)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
         if cache is not None:

@@ -67,7 +67,7 @@ def mask_groups(choice: torch.Tensor, n_groups: int, keep: int, group_score: str
     grouped = choice.view(n_tokens, n_groups, n_experts // n_groups)
     best = GROUP_SCORES[group_score](grouped).topk(keep, dim=-1).indices
     dropped = torch.ones(n_tokens, n_groups, dtype=torch.bool, device=choice.device).scatter_(1, best, False)
-    return grouped.masked_fill(dropped[..., None], float("-inf")).view(n_tokens, n_experts)
+    return grouped.masked_fill(dropped.unsqueeze(-1), float("-inf")).view(n_tokens, n_experts)
 
 
 class Router(nn.Module):
