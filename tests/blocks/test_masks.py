@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from archzoo.blocks.attention import Attention, AttentionContext
-from archzoo.blocks.masks import build_mask, causal_mask, never_empty
+from archzoo.blocks.masks import MaskSpec, build_mask, causal_mask, never_empty
 
 NEG_INF = float("-inf")
 
@@ -90,9 +91,9 @@ def test_bias_is_added_and_disallowed_keys_get_minus_infinity():
     bias = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 3, 3)  # [heads, q, kv]
     spec = build_mask(3, 0, None, bias=bias)
     causal = causal_mask(3, 3, 0)
-    assert spec.mask.shape == (2, 3, 3) and not spec.is_causal
-    assert torch.equal(spec.mask[:, causal], bias[:, causal])
-    assert (spec.mask[:, ~causal] == NEG_INF).all()
+    assert spec.mask.shape == (1, 2, 3, 3) and not spec.is_causal  # [batch (broadcast), heads, q, kv]
+    assert torch.equal(spec.mask[0][:, causal], bias[:, causal])
+    assert (spec.mask[0][:, ~causal] == NEG_INF).all()
 
 
 def test_bias_with_padding_broadcasts_over_batch_and_never_leaves_a_row_empty():
@@ -109,8 +110,20 @@ def test_one_token_after_a_cache_gets_the_bias_unmasked():
     """A single query at the last slot may attend every key: the bias is passed on as is."""
     bias = torch.randn(2, 1, 5)
     spec = build_mask(1, 4, None, bias=bias)
-    assert spec.mask is bias and not spec.is_causal
-    assert torch.equal(spec.mask, bias.masked_fill(~causal_mask(1, 5, 4), NEG_INF))
+    assert spec.mask._base is bias and not spec.is_causal  # a view of it: no copy, no masking
+    assert torch.equal(spec.mask[0], bias.masked_fill(~causal_mask(1, 5, 4), NEG_INF))
+
+
+def test_a_three_dim_mask_gets_a_batch_dim_of_one():
+    """SDPA broadcasts either way; the 4-D form is what its CPU kernel takes directly."""
+    bias = torch.randn(2, 1, 5)
+    assert MaskSpec(bias, False).mask.shape == (1, 2, 1, 5)
+    assert MaskSpec(None, True).mask is None
+    q, k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    torch.testing.assert_close(
+        F.scaled_dot_product_attention(q, k, v, attn_mask=MaskSpec(bias, False).mask),
+        F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
+    )
 
 
 @pytest.mark.parametrize("kind", ["causal", "padding", "bias"])
