@@ -47,6 +47,16 @@ def test_params_moe_shows_active_buffer_and_mtp(capsys):
     assert "multi-token prediction: 1 module(s)" in out
 
 
+def test_params_mtp_line_gives_the_checkpoint_figure_with_embedding_and_head(capsys):
+    # DeepSeek-V3's card: 671B main + 14B MTP = 685B stored. The MTP module's own
+    # 11.61B plus its stored copies of the embedding and head (2 x 129280 x 7168).
+    _, out, _ = run(capsys, "params", "deepseek-v3")
+    line = next(text for text in out.splitlines() if text.startswith("multi-token prediction"))
+    own = int(line.split("module(s), ")[1].split(" ")[0].replace(",", ""))
+    assert f"({(own + 2 * 129280 * 7168) / 1e9:.2f}B with a copy of both" in line
+    assert round((own + 2 * 129280 * 7168) / 1e9) == 13  # 685 - 671 = 14 on the card, rounded up there
+
+
 def test_params_tied_head_is_said(capsys):
     _, out, _ = run(capsys, "params", "qwen2-tiny", "--seq-len", "8")
     assert "tied to the input embedding: one matrix, counted once" in out

@@ -93,7 +93,8 @@ def params_notes(cfg: Config, report: ParamReport) -> list[str]:
     if report.mtp:
         notes.append(
             f"multi-token prediction: {cfg.model.mtp_layers} module(s), {report.mtp:,} ({human(report.mtp)}) "
-            "parameters, not in total (embedding and head shared with the main model)"
+            "parameters, not in total; they share the main model's embedding and head "
+            f"({human(report.mtp + report.embedding)} with a copy of both, as the released checkpoint stores them)"
         )
     return notes
 
