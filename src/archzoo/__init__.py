@@ -11,12 +11,16 @@ The public API::
 """
 
 from .config import Config, ConfigError, load_config
+from .errors import ArchzooError, CheckpointError, InputError
 from .generate import generate
 from .inspect import count_params, estimate_memory
 from .models.decoder import CausalLM, build_model
 from .models.hf import load_pretrained, save_pretrained
 
 __all__ = [
+    "ArchzooError",
+    "CheckpointError",
+    "InputError",
     "CausalLM",
     "Config",
     "ConfigError",

@@ -8,6 +8,9 @@ import argparse
 import importlib
 import sys
 
+from ..config import ConfigError
+from ..errors import ArchzooError
+
 COMMANDS = {
     "list": "archzoo.cli.list_cmd",
     "params": "archzoo.cli.params_cmd",
@@ -33,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=doc[0] if doc else None, description=module.__doc__)
         module.add_arguments(command)
     args = parser.parse_args(argv)
-    from ..config import ConfigError
-
     try:
         return modules[args.command].run(args) or 0
     except ConfigError as err:
         print(f"archzoo: config error: {err}", file=sys.stderr)
+        return 2
+    except ArchzooError as err:
+        print(f"archzoo: {err}", file=sys.stderr)
         return 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import ArchzooError
 
-class ConfigError(ValueError):
+
+class ConfigError(ArchzooError, ValueError):
     """A config broke a rule. The message names the file, the field and the rule.
 
     >>> str(ConfigError("configs/llama/x.toml", "attention.n_kv_heads", "must divide n_heads (32)"))

@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ...config import Config
+from ...errors import ArchzooError
 from .rules import Rule
 
 
-class UnsupportedConfig(ValueError):
+class UnsupportedConfig(ArchzooError, ValueError):
     """An archzoo config uses a feature this Hugging Face architecture cannot express."""
 
 

@@ -27,12 +27,16 @@ from functools import lru_cache
 import torch
 
 from ...config import Config
+from ...errors import CheckpointError
 
 State = dict[str, torch.Tensor]
 
 
-class WeightMappingError(KeyError):
-    """Checkpoint and model keys do not correspond; the message lists the keys."""
+class WeightMappingError(CheckpointError):
+    """Checkpoint and model keys do not correspond; the message lists the keys.
+
+    A ``CheckpointError`` (so a ``ValueError``), not a ``KeyError``: KeyError quotes its message
+    on one line, which hides the key list."""
 
     def __init__(self, what: str, keys: Sequence[str]):
         shown = "\n  ".join(sorted(keys)[:50])
