@@ -42,7 +42,7 @@ def uncached_greedy(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
     seq = ids[None]
     for _ in range(steps):
         if cfg.position.kind == "glm2d":
-            from archzoo.models.glm import prefix_lm_inputs
+            from archzoo.glm import prefix_lm_inputs
 
             t = cfg.tokens
             inputs = prefix_lm_inputs(seq, gmask_id=t.gmask_id, mask_id=t.mask_id, sop_id=t.sop_id)

@@ -53,10 +53,10 @@ def sequence_inputs(cfg, ids: torch.Tensor, keep: torch.Tensor):
     """Positions and mask for the whole sequence, as the model's forward takes them.
 
     1-D positions: the count of real tokens before each one (left padding).
-    glm2d: ChatGLM-6B's prefix-LM layout (2D positions, [batch, T, T] mask) from ``models/glm``.
+    glm2d: ChatGLM-6B's prefix-LM layout (2D positions, [batch, T, T] mask) from ``archzoo.glm``.
     """
     if cfg.position.kind == "glm2d":
-        from archzoo.models.glm import prefix_lm_inputs
+        from archzoo.glm import prefix_lm_inputs
 
         t = cfg.tokens
         inputs = prefix_lm_inputs(ids, gmask_id=t.gmask_id, mask_id=t.mask_id, sop_id=t.sop_id, padding_mask=keep)

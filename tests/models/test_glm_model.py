@@ -15,7 +15,7 @@ from archzoo.blocks.attention import AttentionContext
 from archzoo.blocks.masks import build_mask
 from archzoo.blocks.norm import LayerNorm
 from archzoo.blocks.residual import deep_norm, deepnorm_from_normed
-from archzoo.models.glm import blank_infilling, prefix_lm_inputs
+from archzoo.glm import blank_infilling, prefix_lm_inputs
 
 
 @pytest.fixture(scope="module")

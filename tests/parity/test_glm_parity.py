@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 import archzoo
 from archzoo.blocks.mlp import GeGLU, SwiGLU
-from archzoo.models.glm import blank_infilling, prefix_lm_inputs
+from archzoo.glm import blank_infilling, prefix_lm_inputs
 from archzoo.models.hf.chatglm import config_from_hf as chatglm_config_from_hf
 from archzoo.models.hf.glm import config_from_hf as glm_config_from_hf
 from archzoo.models.hf.glm import fuse_gated, split_gated

@@ -2,7 +2,7 @@
 
 Each query/key head of width d is cut in two halves of d/2 dims. The first
 half is rotated by the position p, the second by the block position b
-(GLM blank infilling, ``models/glm.py``):
+(GLM blank infilling, ``glm/blank_infilling.py``):
 
     x = [x_pos | x_blk]        x_pos, x_blk of width r = d / 2
     x' = [R(p) x_pos | R(b) x_blk]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.glm import blank_infilling, prefix_lm_inputs, shuffle_spans
+from ..glm import blank_infilling, prefix_lm_inputs, shuffle_spans
 
 # symbolic ids for the printed tokens (only their names matter here)
 CLS, MASK, SOP, EOP, GMASK, TEXT = -1, -2, -3, -4, -5, 0

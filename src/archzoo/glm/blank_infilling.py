@@ -31,7 +31,7 @@ against the code, three claims often repeated about that figure are off:
 * "x5 -> [5, 0], x6 -> [5, 1]" uses 0-based in-span offsets; the code gives
   [S] [5, 1], x5 [5, 2], x6 [5, 3] (block 0 is reserved for Part A).
 
-ChatGLM-6B's prefix-LM inference layout lives in ``glm_prefix.py``.
+ChatGLM-6B's prefix-LM inference layout lives in ``prefix_lm.py``.
 """
 
 from __future__ import annotations
@@ -41,15 +41,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .glm_prefix import next_prefix_lm_positions, prefix_lm_inputs
-
 __all__ = [
     "BlankInfillingSample",
     "blank_infilling",
     "collapsed_positions",
     "infilling_attention_mask",
-    "next_prefix_lm_positions",
-    "prefix_lm_inputs",
     "shuffle_spans",
     "trailing_generation",
 ]
