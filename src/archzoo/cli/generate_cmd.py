@@ -20,6 +20,7 @@ import torch
 from ..config import load_config
 from ..generate import DECODE_SCHEMES, generate
 from ..models.decoder import build_model
+from ..models.hf import load_pretrained
 
 BYTE_VOCAB = 256
 
@@ -41,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model(name_or_folder: str, seed: int) -> tuple[torch.nn.Module, str]:
     """A checkpoint folder through ``load_pretrained``; otherwise a config with seeded random weights."""
     if Path(name_or_folder).is_dir():
-        from ..models.hf import load_pretrained
-
         return load_pretrained(name_or_folder), f"checkpoint {name_or_folder}"
     cfg = load_config(name_or_folder)
     torch.manual_seed(seed)

@@ -8,7 +8,6 @@ import tomllib
 
 from .errors import ConfigError
 from .model_config import Config
-from .parse import parse_config
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -47,4 +46,4 @@ def load_config(name_or_path: str | Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), "<toml>", f"not valid TOML: {err}") from None
-    return parse_config(data, str(path))
+    return Config.from_dict(data, str(path))

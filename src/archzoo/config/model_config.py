@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
+from .parse import REQUIRED_SECTIONS, parse_fields, section_to_dict
 from .sections import (
+    SECTIONS,
     AttentionSection,
     MLPSection,
     ModelSection,
@@ -15,6 +17,7 @@ from .sections import (
     PositionSection,
     TokensSection,
 )
+from .validate import validate
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,27 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> Config:
         """Parse and validate a TOML-shaped dict; raises ``ConfigError``."""
-        from .parse import parse_config
-
-        return parse_config(data, source)
+        config = cls(**parse_fields(data, source))
+        validate(config, source)
+        return config
 
     def to_dict(self) -> dict:
-        """The TOML-shaped dict this config round-trips through (unset fields omitted)."""
-        from .parse import config_to_dict
-
-        return config_to_dict(self)
+        """The TOML-shaped dict this config round-trips through (fields at their defaults omitted)."""
+        out: dict[str, Any] = {"name": self.name, "family": self.family}
+        for key in ("source", "description"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        for name in SECTIONS:
+            section = getattr(self, name)
+            if section is None:
+                continue
+            table = section_to_dict(section)
+            if table or name in REQUIRED_SECTIONS:
+                out[name] = table
+        return out
 
     def replace(self, **sections) -> Config:
         """A copy with whole sections or top-level fields replaced, validated again."""
-        from .validate import validate
-
         new = replace(self, **sections)
         validate(new, self.path or f"<{self.name}>")
         return new

@@ -1,7 +1,8 @@
-"""TOML-shaped dict -> typed, frozen dataclasses, with type checks per field.
+"""TOML-shaped dict <-> typed, frozen section dataclasses, with type checks per field.
 
 Unknown sections and keys are errors (a typo must not pass silently); every
-value is checked against its annotation. Semantic rules are in ``validate.py``.
+value is checked against its annotation. Semantic rules are in ``validate.py``;
+``Config.from_dict`` / ``Config.to_dict`` (``model_config.py``) put the two together.
 """
 
 from __future__ import annotations
@@ -12,24 +13,22 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
-from .model_config import Config
 from .sections import SECTIONS, PositionSection, RopeScalingSection
-from .validate import validate
 
-TOP_LEVEL_KEYS = {"name", "family", "source", "description"}
+TOP_LEVEL_KEYS = ("name", "family", "source", "description")
 REQUIRED_SECTIONS = ("model", "attention")
 
 
-def parse_config(data: dict, source: str) -> Config:
-    """Build and validate a ``Config`` from a TOML-shaped dict."""
+def parse_fields(data: dict, source: str) -> dict[str, Any]:
+    """The ``Config`` keyword arguments of a TOML-shaped dict: top-level strings and typed sections."""
     if not isinstance(data, dict):
         raise ConfigError(source, "<root>", "a config is a table of sections")
-    unknown = set(data) - TOP_LEVEL_KEYS - set(SECTIONS)
+    unknown = set(data) - set(TOP_LEVEL_KEYS) - set(SECTIONS)
     if unknown:
         raise ConfigError(
             source,
             ", ".join(sorted(unknown)),
-            f"unknown key or section; allowed: {', '.join(sorted(TOP_LEVEL_KEYS | set(SECTIONS)))}",
+            f"unknown key or section; allowed: {', '.join(sorted({*TOP_LEVEL_KEYS, *SECTIONS}))}",
         )
     for key in ("name", "family"):
         if not isinstance(data.get(key), str) or not data[key]:
@@ -46,16 +45,14 @@ def parse_config(data: dict, source: str) -> Config:
         for name, cls in SECTIONS.items()
         if name in data
     }
-    config = Config(
-        name=data["name"],
-        family=data["family"],
-        source=data.get("source", ""),
-        description=data.get("description", ""),
-        path=source,
+    return {
+        "name": data["name"],
+        "family": data["family"],
+        "source": data.get("source", ""),
+        "description": data.get("description", ""),
+        "path": source,
         **sections,
-    )
-    validate(config, source)
-    return config
+    }
 
 
 def _parse_section(name: str, cls: type, table: Any, source: str):
@@ -129,28 +126,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def config_to_dict(config: Config) -> dict:
-    """The TOML-shaped dict of a config; fields equal to their defaults are left out."""
-    out: dict[str, Any] = {"name": config.name, "family": config.family}
-    for key in ("source", "description"):
-        if getattr(config, key):
-            out[key] = getattr(config, key)
-    for name in SECTIONS:
-        section = getattr(config, name)
-        if section is None:
-            continue
-        table = _section_to_dict(section)
-        if table or name in REQUIRED_SECTIONS:
-            out[name] = table
-    return out
-
-
-def _section_to_dict(section) -> dict:
+def section_to_dict(section) -> dict:
+    """A section's TOML table; fields equal to their defaults (or None) are left out."""
     table = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if dataclasses.is_dataclass(value):
-            table[f.name] = _section_to_dict(value)
+            table[f.name] = section_to_dict(value)
             continue
         default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
         if value is None or value == default:

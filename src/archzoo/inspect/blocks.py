@@ -32,6 +32,7 @@ from ..blocks.alibi import Alibi
 from ..blocks.attention import Attention, AttentionContext
 from ..blocks.cache import LayerCache
 from ..blocks.masks import build_mask
+from ..blocks.mla import MultiHeadLatentAttention
 from ..blocks.mlp import MLP_KINDS
 from ..blocks.norm import NORM_KINDS
 from ..blocks.rope import RotaryEmbedding
@@ -127,8 +128,6 @@ def _gqa_attention(size: BlockSize, n_kv_heads: int) -> Built:
 
 
 def _mla_attention(size: BlockSize) -> Built:
-    from ..blocks.mla import MultiHeadLatentAttention
-
     hd = size.hd
     rank = size.kv_lora_rank or 4 * hd
     q_rank = 3 * rank if size.q_lora_rank is None else size.q_lora_rank

@@ -30,7 +30,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..config import Config, load_config
+from ..blocks.norm import NORM_KINDS
+from ..config import Config, LayerPlan, load_config
+from ..models.builders import build_norm
+from ..models.decoder import DecoderLayer, build_model
 
 COMPONENTS = (
     "embeddings",
@@ -85,8 +88,6 @@ class ParamReport:
 
 def count_params(cfg: Config | str) -> ParamReport:
     """Exact parameter counts of a config, from a model built on ``meta``."""
-    from ..models.decoder import build_model
-
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     model = build_model(cfg, device="meta")
@@ -117,8 +118,6 @@ def count_params(cfg: Config | str) -> ParamReport:
 
 
 def _norm_types() -> tuple[type, ...]:
-    from ..blocks.norm import NORM_KINDS
-
     return (nn.LayerNorm, *NORM_KINDS.values())
 
 
@@ -187,10 +186,6 @@ def mtp_params(cfg: Config) -> int:
     """
     if cfg.model.mtp_layers == 0:
         return 0
-    from ..config import LayerPlan
-    from ..models.builders import build_norm
-    from ..models.decoder import DecoderLayer
-
     last = cfg.layer_plan[-1]
     plan = LayerPlan(cfg.model.n_layers, last.attention, last.mlp)
     d = cfg.model.d_model

@@ -6,7 +6,9 @@ from __future__ import annotations
 from torch import nn
 
 from ..blocks.attention import Attention
+from ..blocks.mla import MultiHeadLatentAttention
 from ..blocks.mlp import MLP_KINDS
+from ..blocks.moe import MoE
 from ..blocks.norm import NORM_KINDS
 from ..config import Config, LayerPlan
 
@@ -31,8 +33,6 @@ def build_mha(cfg: Config) -> nn.Module:
 
 
 def build_mla(cfg: Config) -> nn.Module:
-    from ..blocks.mla import MultiHeadLatentAttention
-
     return MultiHeadLatentAttention.from_config(cfg)
 
 
@@ -42,8 +42,6 @@ def build_dense_mlp(cfg: Config) -> nn.Module:
 
 
 def build_moe(cfg: Config) -> nn.Module:
-    from ..blocks.moe import MoE
-
     return MoE.from_config(cfg)
 
 

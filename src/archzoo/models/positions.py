@@ -6,6 +6,7 @@ from torch import nn
 
 from ..blocks.alibi import Alibi
 from ..blocks.rope import RotaryEmbedding
+from ..blocks.rope_2d import GLM2DRotaryEmbedding
 from ..config import Config
 
 
@@ -25,8 +26,6 @@ def build_alibi(cfg: Config) -> Alibi:
 
 
 def build_glm2d(cfg: Config) -> nn.Module:
-    from ..blocks.rope_2d import GLM2DRotaryEmbedding
-
     p = cfg.position
     return GLM2DRotaryEmbedding(cfg.head_dim, theta=p.theta, fp16_frequencies=p.fp16_frequencies)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from ...config import Config
 from .family import HFFamily, UnsupportedConfig, require, rope_from_hf, rope_to_hf, tokens_from_hf, tokens_to_hf
+from .llama import decoder_rules
 from .rules import Drop, Rename, StackExperts, StackFusedExperts
 
 V2 = "DeepseekV2ForCausalLM"
@@ -52,8 +53,6 @@ def moe_rules(router: str = "gate", shared: str = "shared_experts") -> list:
 
 
 def rules(cfg: Config) -> list:
-    from .llama import decoder_rules
-
     mtp = [Drop(f"model.layers.{cfg.model.n_layers + j}.{{p}}") for j in range(cfg.model.mtp_layers)]
     return [
         *mtp,
