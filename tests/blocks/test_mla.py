@@ -14,8 +14,9 @@ import archzoo
 from archzoo.blocks.attention import AttentionContext
 from archzoo.blocks.cache import KVCache
 from archzoo.blocks.masks import build_mask
-from archzoo.blocks.mla import MultiHeadLatentAttention, cache_values_per_token, per_head_matmul, set_mla_mode
+from archzoo.blocks.mla import MultiHeadLatentAttention, per_head_matmul, set_mla_mode
 from archzoo.blocks.rope import RotaryEmbedding
+from archzoo.models.builders import build_mla
 
 D_MODEL, HEADS, RANK, NOPE, ROPE, V = 48, 4, 24, 12, 8, 10
 
@@ -121,9 +122,10 @@ def test_absorbed_cache_holds_latent_plus_rope_key_per_token(name):
     model(torch.randint(0, 100, (3, 5)), cache=cache)
     for layer in cache.layers:
         assert layer.values_per_token() == a.kv_lora_rank + a.qk_rope_head_dim
-    assert cache_values_per_token(model.config, "absorbed") == a.kv_lora_rank + a.qk_rope_head_dim
+    assert model.layers[0].attn.kv_values_per_token() == a.kv_lora_rank + a.qk_rope_head_dim
     # float32: 4 bytes per number, 3 sequences, every layer
-    assert cache.bytes_per_token() == 4 * 3 * model.config.model.n_layers * (a.kv_lora_rank + a.qk_rope_head_dim)
+    stored = sum(b.numel() * b.element_size() for layer in cache.layers for b in layer.buffers.values())
+    assert stored // cache.max_len == 4 * 3 * model.config.model.n_layers * (a.kv_lora_rank + a.qk_rope_head_dim)
 
 
 def test_naive_cache_holds_decompressed_keys_and_values():
@@ -133,7 +135,7 @@ def test_naive_cache_holds_decompressed_keys_and_values():
     model(torch.randint(0, 100, (1, 4)), cache=cache)
     expected = a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
     assert all(layer.values_per_token() == expected for layer in cache.layers)
-    assert cache_values_per_token(model.config, "naive") == expected
+    assert model.layers[0].attn.kv_values_per_token() == expected
 
 
 @pytest.mark.parametrize("mode", ["naive", "absorbed"])
@@ -167,10 +169,10 @@ def test_yarn_softmax_scale_matches_deepseek_formula():
     # DeepSeek-V3: 1/sqrt(128 + 64) * (0.1 * mscale_all_dim * ln(factor) + 1)^2, factor 40, mscale_all_dim 1
     cfg = archzoo.load_config("deepseek-v3")
     with torch.device("meta"):
-        mla = MultiHeadLatentAttention.from_config(cfg)
+        mla = build_mla(cfg)
     assert mla.scale == pytest.approx(192**-0.5 * (0.1 * math.log(40) + 1) ** 2, rel=1e-12)
     tiny = archzoo.load_config("deepseek-v2-tiny")  # no rope scaling: plain 1/sqrt(d_n + d_R)
-    assert MultiHeadLatentAttention.from_config(tiny).scale == pytest.approx((16 + 8) ** -0.5)
+    assert build_mla(tiny).scale == pytest.approx((16 + 8) ** -0.5)
 
 
 @pytest.mark.parametrize(("batch", "seq"), [(1, 1), (3, 5)])

@@ -13,8 +13,7 @@ from archzoo.blocks.mlp import MLP_KINDS, GeGLU, GeluMLP, SwiGLU
 from archzoo.blocks.norm import NORM_KINDS
 from archzoo.blocks.residual import RESIDUAL_KINDS
 from archzoo.config.sections import AttentionKind, MLPKind, NormKind, NormPlacement, PositionKind
-from archzoo.models.builders import ATTENTION_BUILDERS
-from archzoo.models.positions import POSITION_KINDS
+from archzoo.models.builders import ATTENTION_KINDS, POSITION_KINDS
 
 
 def gelu_erf(x: torch.Tensor) -> torch.Tensor:
@@ -108,9 +107,9 @@ def test_gated_parameter_count_is_three_d_h():
         (NORM_KINDS, NormKind),
         (RESIDUAL_KINDS, NormPlacement),
         (POSITION_KINDS, PositionKind),
-        (ATTENTION_BUILDERS, AttentionKind),
+        (ATTENTION_KINDS, AttentionKind),
     ],
-    ids=["MLP_KINDS", "NORM_KINDS", "RESIDUAL_KINDS", "POSITION_KINDS", "ATTENTION_BUILDERS"],
+    ids=["MLP_KINDS", "NORM_KINDS", "RESIDUAL_KINDS", "POSITION_KINDS", "ATTENTION_KINDS"],
 )
 def test_kind_table_keys_equal_literal(table, literal):
     assert sorted(table) == sorted(typing.get_args(literal))

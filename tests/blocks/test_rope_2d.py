@@ -11,7 +11,7 @@ import torch
 
 from archzoo.blocks.rope_2d import GLM2DRotaryEmbedding
 from archzoo.config import load_config
-from archzoo.models.positions import POSITION_KINDS
+from archzoo.models.builders import POSITION_KINDS
 
 X16 = (torch.arange(1, 17, dtype=torch.float32) / 10).view(1, 1, 1, 16)  # 0.1, 0.2, ..., 1.6
 

@@ -63,6 +63,24 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
 
+    # ---- what one token costs (``inspect/`` reads these off the built block) ----
+    def kv_values_per_token(self) -> int:
+        """Numbers one token stores in this layer's KV cache: K and V, 2 G d_h."""
+        return 2 * self.n_kv_heads * self.head_dim
+
+    def score_widths(self) -> tuple[int, int]:
+        """(d_qk, d_v) over all query heads, H d_h each: q.K^T costs 2 n_ctx d_qk FLOPs per token,
+        the weighted sum of V 2 n_ctx d_v (GQA/MQA share K and V, not the dot products)."""
+        width = self.n_heads * self.head_dim
+        return width, width
+
+    def activation_values(self) -> int:
+        """Values per token kept for the backward pass past the input (Korthikanti et al. 2022):
+        Q (H d_h), K and V (G d_h each), the qk-norm inputs ((H + G) d_h) and the o_proj input (H d_h)."""
+        hd = self.head_dim
+        qk_norm = (self.n_heads + self.n_kv_heads) * hd if self.q_norm is not None else 0
+        return self.n_heads * hd + 2 * self.n_kv_heads * hd + qk_norm + self.n_heads * hd
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)

@@ -32,11 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
 from .attention import AttentionContext, attend
 from .cache import LayerCache
 from .norm import RMSNorm
-from .rope_scaling import yarn_softmax_factor
 
 MLA_MODES = ("naive", "absorbed")  # the config's MLAMode literal
 NAIVE_CACHE = ("k", "v")
@@ -63,7 +61,7 @@ class MultiHeadLatentAttention(nn.Module):
     ):
         super().__init__()
         self.n_heads = n_heads
-        self.kv_lora_rank = kv_lora_rank
+        self.kv_lora_rank, self.q_lora_rank = kv_lora_rank, q_lora_rank
         self.nope_dim, self.rope_dim, self.v_dim = qk_nope_head_dim, qk_rope_head_dim, v_head_dim
         qk_dim = qk_nope_head_dim + qk_rope_head_dim
         self.scale = softmax_scale if softmax_scale is not None else qk_dim**-0.5
@@ -80,21 +78,24 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_b_proj = nn.Linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim), bias=False)
         self.o_proj = nn.Linear(n_heads * v_head_dim, d_model, bias=False)
 
-    @classmethod
-    def from_config(cls, cfg: Config) -> MultiHeadLatentAttention:
-        a = cfg.attention
-        return cls(
-            cfg.model.d_model,
-            a.n_heads,
-            kv_lora_rank=a.kv_lora_rank,
-            qk_nope_head_dim=a.qk_nope_head_dim,
-            qk_rope_head_dim=a.qk_rope_head_dim,
-            v_head_dim=a.v_head_dim,
-            q_lora_rank=a.q_lora_rank,
-            norm_eps=cfg.norm.eps,
-            softmax_scale=cfg.softmax_scale * yarn_softmax_factor(cfg.position.scaling),
-            mla_mode=a.mla_mode,
-        )
+    # ---- what one token costs (``inspect/`` reads these off the built block) ----
+    def kv_values_per_token(self) -> int:
+        """Numbers one token stores in this layer's cache: r + d_R absorbed, H (d_n + d_R + d_v) naive."""
+        if self.mla_mode == "absorbed":
+            return self.kv_lora_rank + self.rope_dim
+        return self.n_heads * (self.nope_dim + self.rope_dim + self.v_dim)
+
+    def score_widths(self) -> tuple[int, int]:
+        """(d_qk, d_v) over the heads in the decompressed (training) form: H (d_n + d_R), H d_v."""
+        return self.n_heads * (self.nope_dim + self.rope_dim), self.n_heads * self.v_dim
+
+    def activation_values(self) -> int:
+        """Values per token kept for the backward pass past the input: the query and key/value
+        latents before and after their norms (2 r_q + 2 r + d_R), then the decompressed Q, K
+        (H (d_n + d_R) each), V and the o_proj input (H d_v each)."""
+        latents = 2 * self.q_lora_rank + 2 * self.kv_lora_rank + self.rope_dim
+        qk = self.nope_dim + self.rope_dim
+        return latents + 2 * self.n_heads * qk + 2 * self.n_heads * self.v_dim
 
     @property
     def mla_mode(self) -> str:
@@ -209,10 +210,3 @@ def set_mla_mode(model: nn.Module, mode: str) -> int:
         layer.mla_mode = mode
     return len(layers)
 
-
-def cache_values_per_token(cfg: Config, mode: str) -> int:
-    """Numbers one token stores per layer: r + d_R absorbed, H (d_n + d_R + d_v) naive."""
-    a = cfg.attention
-    if mode == "absorbed":
-        return a.kv_lora_rank + a.qk_rope_head_dim
-    return a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)

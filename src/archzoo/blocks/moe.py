@@ -36,7 +36,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..config import Config
 from .experts import StackedExperts
 from .mlp import SwiGLU
 from .router import Router
@@ -75,30 +74,6 @@ class MoE(nn.Module):
         self.bias_update_rate = bias_update_rate
         self.last_aux_loss: torch.Tensor | None = None
         self.last_indices: torch.Tensor | None = None  # [N, k] experts chosen in the last forward
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> MoE:
-        m = cfg.moe
-        shared_hidden = 0
-        if m.n_shared_experts:
-            shared_hidden = m.shared_hidden or m.n_shared_experts * m.expert_hidden
-        return cls(
-            cfg.model.d_model,
-            n_experts=m.n_experts,
-            top_k=m.top_k,
-            expert_hidden=m.expert_hidden,
-            shared_hidden=shared_hidden,
-            shared_gate=m.shared_gate,
-            aux_loss_coef=m.aux_loss_coef,
-            bias_update_rate=m.bias_update_rate,
-            scoring=m.scoring,
-            normalize_top_k=m.normalize_top_k,
-            n_groups=m.n_groups,
-            topk_groups=m.topk_groups,
-            group_score=m.group_score,
-            routed_scaling_factor=m.routed_scaling_factor,
-            correction_bias=m.correction_bias,
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1])

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import RopeScalingSection
-from .rope_scaling import scale_frequencies
+from .rope_scaling import RopeScaling, scale_frequencies
 
 
 def inverse_frequencies(
     rotary_dim: int,
     theta: float,
-    scaling: RopeScalingSection | None = None,
+    scaling: RopeScaling | None = None,
     fp16_frequencies: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """omega_i = theta^(-2i/r), i < r/2, after scaling; returns (omega, cos/sin multiplier).
@@ -133,7 +132,7 @@ class RotaryEmbedding(nn.Module):
         *,
         theta: float = 10000.0,
         layout: str = "half",
-        scaling: RopeScalingSection | None = None,
+        scaling: RopeScaling | None = None,
         fp16_frequencies: bool = False,
     ):
         super().__init__()

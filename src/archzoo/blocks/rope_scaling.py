@@ -24,10 +24,23 @@ m(factor, mscale_all_dim)^2 into the softmax scale (``yarn_softmax_factor``).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
-from ..config import RopeScalingSection
+
+class RopeScaling(Protocol):
+    """The scaling parameters these rules read (``[position.scaling]`` of a config has them)."""
+
+    kind: str  # "linear" | "llama3" | "yarn"
+    factor: float
+    original_max_seq_len: int | None  # the pre-extension context L (llama3, yarn)
+    low_freq_factor: float  # llama3 band edges
+    high_freq_factor: float
+    beta_fast: float  # yarn ramp, in rotations
+    beta_slow: float
+    mscale: float  # yarn temperature terms (DeepSeek-V2/V3)
+    mscale_all_dim: float
 
 
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -35,7 +48,7 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
-def yarn_softmax_factor(scaling: RopeScalingSection | None) -> float:
+def yarn_softmax_factor(scaling: RopeScaling | None) -> float:
     """Extra softmax-scale factor for YaRN with ``mscale_all_dim`` (DeepSeek-V2/V3)."""
     if scaling is None or scaling.kind != "yarn" or not scaling.mscale_all_dim:
         return 1.0
@@ -43,7 +56,7 @@ def yarn_softmax_factor(scaling: RopeScalingSection | None) -> float:
 
 
 def scale_frequencies(
-    inv_freq: torch.Tensor, rotary_dim: int, theta: float, scaling: RopeScalingSection | None
+    inv_freq: torch.Tensor, rotary_dim: int, theta: float, scaling: RopeScaling | None
 ) -> tuple[torch.Tensor, float]:
     """Apply a scaling rule; returns (inverse frequencies, cos/sin multiplier)."""
     if scaling is None:
@@ -55,7 +68,7 @@ def scale_frequencies(
     return _yarn(rotary_dim, theta, scaling)
 
 
-def _llama3(inv_freq: torch.Tensor, s: RopeScalingSection) -> torch.Tensor:
+def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
     old_context = s.original_max_seq_len
     low_wavelen = old_context / s.low_freq_factor
     high_wavelen = old_context / s.high_freq_factor
@@ -67,7 +80,7 @@ def _llama3(inv_freq: torch.Tensor, s: RopeScalingSection) -> torch.Tensor:
     return torch.where(is_medium, blended, interpolated)
 
 
-def _yarn(dim: int, theta: float, s: RopeScalingSection) -> tuple[torch.Tensor, float]:
+def _yarn(dim: int, theta: float, s: RopeScaling) -> tuple[torch.Tensor, float]:
     if s.mscale and s.mscale_all_dim:
         attention_factor = yarn_mscale(s.factor, s.mscale) / yarn_mscale(s.factor, s.mscale_all_dim)
     else:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from .parse import REQUIRED_SECTIONS, parse_fields, section_to_dict
 from .sections import (
     SECTIONS,
+    AttentionKind,
     AttentionSection,
     MLPSection,
     ModelSection,
@@ -25,7 +26,7 @@ class LayerPlan:
     """What one decoder layer is made of; ``archzoo show`` prints the list."""
 
     index: int
-    attention: Literal["mha", "mla"]
+    attention: AttentionKind
     mlp: Literal["dense", "moe"]
 
 
@@ -93,10 +94,7 @@ class Config:
     @property
     def qk_head_dim(self) -> int:
         """Width over which q.k is taken: head_dim, or nope + rope dims for MLA."""
-        a = self.attention
-        if a.kind == "mla":
-            return a.qk_nope_head_dim + a.qk_rope_head_dim
-        return self.head_dim
+        return self.attention.qk_width(self.head_dim)
 
     @property
     def softmax_scale(self) -> float:
@@ -106,9 +104,7 @@ class Config:
     @property
     def rotary_dim(self) -> int:
         """Dims of a head that RoPE rotates: the MLA rope dims, or fraction x head_dim."""
-        if self.attention.kind == "mla":
-            return self.attention.qk_rope_head_dim
-        return int(self.head_dim * self.position.rotary_fraction)
+        return self.attention.rotated_width(self.head_dim, self.position.rotary_fraction)
 
     # ---- derived MLP sizes ---------------------------------------------
     @property
@@ -162,15 +158,7 @@ class Config:
 
     def blocks_summary(self) -> str:
         """A one-line description of the blocks, for ``archzoo list``."""
-        a = self.attention
-        if a.kind == "mla":
-            attn = f"mla(r={a.kv_lora_rank}+{a.qk_rope_head_dim})"
-        elif self.n_kv_heads == self.n_heads:
-            attn = f"mha {self.n_heads}h"
-        elif self.n_kv_heads == 1:
-            attn = f"mqa {self.n_heads}h"
-        else:
-            attn = f"gqa {self.n_heads}/{self.n_kv_heads}"
+        attn = self.attention.describe(self.n_kv_heads)
         pos = self.position.kind
         if pos == "rope":
             frac = "" if self.position.rotary_fraction == 1 else f" {self.position.rotary_fraction:g}"

@@ -2,7 +2,9 @@
 
 Every field has a default (or is required), a unit and a rule; the rules are
 checked in ``validate.py``. Derived sizes live as properties on ``Config``
-(``config/model_config.py``), never as mutated fields.
+(``config/model_config.py``), never as mutated fields; what depends on an
+attention kind is asked of ``AttentionSection`` so that a new kind is described
+here (and in ``validate.py``) only.
 """
 
 from __future__ import annotations
@@ -111,6 +113,28 @@ class AttentionSection:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     mla_mode: MLAMode = "absorbed"
+
+    def qk_width(self, head_dim: int) -> int:
+        """Width over which q.k is taken in one head: head_dim; nope + rope dims for MLA."""
+        if self.kind == "mla":
+            return self.qk_nope_head_dim + self.qk_rope_head_dim
+        return head_dim
+
+    def rotated_width(self, head_dim: int, rotary_fraction: float) -> int:
+        """Dims of a head that RoPE rotates: fraction x head_dim; MLA's decoupled rope dims."""
+        if self.kind == "mla":
+            return self.qk_rope_head_dim
+        return int(head_dim * rotary_fraction)
+
+    def describe(self, n_kv_heads: int) -> str:
+        """A few words for ``archzoo list``: ``mha 32h``, ``gqa 32/8``, ``mqa 8h``, ``mla(r=512+64)``."""
+        if self.kind == "mla":
+            return f"mla(r={self.kv_lora_rank}+{self.qk_rope_head_dim})"
+        if n_kv_heads == self.n_heads:
+            return f"mha {self.n_heads}h"
+        if n_kv_heads == 1:
+            return f"mqa {self.n_heads}h"
+        return f"gqa {self.n_heads}/{n_kv_heads}"
 
 
 @dataclass(frozen=True)
@@ -225,6 +249,13 @@ class MoESection:
     dense_layers: tuple[int, ...] = ()
     aux_loss_coef: float = 0.0
     bias_update_rate: float = 0.001
+
+    @property
+    def shared_width(self) -> int:
+        """Inner width of the shared expert MLP; 0 when there is none."""
+        if not self.n_shared_experts:
+            return 0
+        return self.shared_hidden or self.n_shared_experts * self.expert_hidden
 
 
 @dataclass(frozen=True)

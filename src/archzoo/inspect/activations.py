@@ -40,6 +40,7 @@ the backward pass, so one layer's full activations are live on top of that.
 from __future__ import annotations
 
 from ..config import Config, LayerPlan
+from ..models.builders import attention_on_meta
 
 
 def layer_values_per_token(
@@ -50,15 +51,21 @@ def layer_values_per_token(
     bytes_per_value: float = 2,
     dropout: bool = False,
     scores_stored: bool = False,
+    attention_values: int | None = None,
 ) -> float:
-    """Bytes one decoder layer keeps per token of a sequence of ``seq_len`` for its backward pass."""
+    """Bytes one decoder layer keeps per token of a sequence of ``seq_len`` for its backward pass.
+
+    attention_values: the attention block's ``activation_values()``, when the caller already has it.
+    """
     p = bytes_per_value
     d = cfg.model.d_model
     n_h = cfg.n_heads
     mask = 1 if dropout else 0  # one byte per dropped-out value
     norms = 4 if cfg.norm.placement == "sandwich" else 2
     total = norms * p * d
-    total += p * d + _attention_values(cfg) * p + mask * d
+    if attention_values is None:
+        attention_values = _attention_values(cfg)
+    total += p * d + attention_values * p + mask * d
     if scores_stored:
         total += n_h * seq_len * (p + (mask + p if dropout else 0))
     else:
@@ -69,22 +76,13 @@ def layer_values_per_token(
         total += p * h * (3 if cfg.mlp.kind in ("swiglu", "geglu") else 2)
     else:
         moe = cfg.moe
-        shared = moe.shared_hidden if moe.shared_hidden is not None else moe.n_shared_experts * moe.expert_hidden
-        total += 4 * moe.n_experts + moe.top_k * p * (2 * d + 3 * moe.expert_hidden) + 3 * p * shared
+        total += 4 * moe.n_experts + moe.top_k * p * (2 * d + 3 * moe.expert_hidden) + 3 * p * moe.shared_width
     return total
 
 
 def _attention_values(cfg: Config) -> int:
-    """Values kept by the attention sublayer past its input: Q, K, V, norms, o_proj input."""
-    a = cfg.attention
-    n_h = cfg.n_heads
-    if a.kind == "mla":
-        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-        latents = 2 * a.q_lora_rank + 2 * a.kv_lora_rank + a.qk_rope_head_dim
-        return latents + 2 * n_h * qk + 2 * n_h * a.v_head_dim
-    hd, n_kv = cfg.head_dim, cfg.n_kv_heads
-    qk_norm = (n_h + n_kv) * hd if a.qk_norm else 0
-    return n_h * hd + 2 * n_kv * hd + qk_norm + n_h * hd
+    """Values kept by the attention sublayer past its input: the block's own ``activation_values``."""
+    return attention_on_meta(cfg).activation_values()
 
 
 def activation_bytes(
@@ -99,12 +97,14 @@ def activation_bytes(
 ) -> float:
     """Activation bytes of one training step (see the module docstring)."""
     d = cfg.model.d_model
+    attention = _attention_values(cfg)  # every layer's attention block is the same kind and size
     per_layer = [
         layer_values_per_token(
-            cfg, plan, seq_len, bytes_per_value=bytes_per_value, dropout=dropout, scores_stored=scores_stored
+            cfg, plan, seq_len, bytes_per_value=bytes_per_value, dropout=dropout, scores_stored=scores_stored,
+            attention_values=attention,
         )
         for plan in cfg.layer_plan
-    ]
+    ]  # fmt: skip
     outside = 2 * bytes_per_value * d + 4 * cfg.model.vocab_size
     if cfg.model.embedding_norm:
         outside += bytes_per_value * d

@@ -8,7 +8,7 @@ the same way, and run on the same input ``[batch, seq_len, d_model]``.
                mla (``MultiHeadLatentAttention``, absorbed). All get RoPE on their rotary dims.
                FLOPs/token = 2 x projection weights + 2 seq_len (d_qk + d_v) (``flops.py``;
                MLA in its decompressed form). KV values/token are *measured* from the cache
-               the block fills, next to the formula of ``memory.py``.
+               the block fills, next to the block's own formula (``kv_values_per_token``).
     mlp        gelu, swiglu, geglu at inner width --hidden (default 4 d). With iso_params the
                gated ones get round(2/3 hidden), so 3 d h' = 2 d h: the same parameter count
                (Shazeer 2020; LLaMA's 8d/3). FLOPs/token = 2 x weights (activations left out).
@@ -117,12 +117,11 @@ def _attention_call(module: nn.Module, rotary: RotaryEmbedding | None, alibi: Al
 
 def _gqa_attention(size: BlockSize, n_kv_heads: int) -> Built:
     module = Attention(size.d_model, size.n_heads, n_kv_heads, size.hd)
-    width = size.n_heads * size.hd
     return Built(
         module,
         _attention_call(module, RotaryEmbedding(size.hd)),
-        2 * _linear_weights(module) + attention_score_flops(width, width, size.seq_len),
-        2 * n_kv_heads * size.hd,
+        2 * _linear_weights(module) + attention_score_flops(*module.score_widths(), size.seq_len),
+        module.kv_values_per_token(),
         f"{size.n_heads} query / {n_kv_heads} kv heads of {size.hd}",
     )
 
@@ -136,12 +135,11 @@ def _mla_attention(size: BlockSize) -> Built:
         size.d_model, size.n_heads, kv_lora_rank=rank, qk_nope_head_dim=hd, qk_rope_head_dim=rope,
         v_head_dim=hd, q_lora_rank=q_rank, mla_mode="absorbed",
     )  # fmt: skip
-    d_qk, d_v = size.n_heads * (hd + rope), size.n_heads * hd
     return Built(
         module,
         _attention_call(module, RotaryEmbedding(rope, layout="interleaved")),
-        2 * _linear_weights(module) + attention_score_flops(d_qk, d_v, size.seq_len),
-        rank + rope,
+        2 * _linear_weights(module) + attention_score_flops(*module.score_widths(), size.seq_len),
+        module.kv_values_per_token(),
         f"latent {rank} + rope {rope}, q rank {q_rank}, absorbed",
     )
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..config import Config
+from ..models.builders import attention_on_meta
 from .params import ParamReport
 
 
@@ -54,11 +55,8 @@ class FlopsReport:
 
 
 def attention_widths(cfg: Config) -> tuple[int, int]:
-    """(d_qk, d_v): query-key and value widths summed over the query heads."""
-    a = cfg.attention
-    if a.kind == "mla":
-        return a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim), a.n_heads * a.v_head_dim
-    return cfg.n_heads * cfg.head_dim, cfg.n_heads * cfg.head_dim
+    """(d_qk, d_v): query-key and value widths summed over the query heads (the block's ``score_widths``)."""
+    return attention_on_meta(cfg).score_widths()
 
 
 def attention_score_flops(d_qk: int, d_v: int, n_ctx: int) -> int:

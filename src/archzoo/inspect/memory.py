@@ -4,14 +4,11 @@ Weights: parameters x bytes per value (fp32 4, fp16/bf16 2, fp8 1, int8 1,
 int4 0.5). Quantisation scales and zero points are not counted (a few
 percent at group size 64-128); buffers and the MTP module are not counted.
 
-KV cache, values per token per layer:
-
-    MHA / GQA / MQA   2 x n_kv_heads x head_dim         (K and V; head_dim as configured:
-                                                          Qwen3 sets it, it is not d_model / n_heads)
-    MLA, absorbed     kv_lora_rank + qk_rope_head_dim   (the compressed latent c_KV and the shared
-                                                          RoPE key; DeepSeek-V2 paper, Sec. 2.1)
-    MLA, naive        n_heads x (qk_nope + qk_rope + v_head_dim)
-                                                         (decompressed K and V, as Hugging Face caches them)
+KV cache, values per token per layer: what the attention block says it
+stores (``kv_values_per_token``; ``blocks/attention.py``: K and V, 2 x
+n_kv_heads x head_dim with head_dim as configured; ``blocks/mla.py``: the
+latent and the shared RoPE key absorbed, DeepSeek-V2 Sec. 2.1, or the
+decompressed K and V naive, as Hugging Face caches them).
 
 kv_bytes_per_token = n_layers x values x bytes(dtype); the cache for a batch
 is batch x seq_len x kv_bytes_per_token. Inference total = weights at dtype +
@@ -32,6 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..config import Config, load_config
+from ..models.builders import attention_on_meta
 from .activations import activation_bytes
 from .flops import FlopsReport, estimate_flops
 from .params import ParamReport, count_params
@@ -83,13 +81,8 @@ def dtype_bytes(dtype: str) -> float:
 
 
 def kv_values_per_token_per_layer(cfg: Config) -> int:
-    """Cached values of one token in one layer (see the module docstring)."""
-    a = cfg.attention
-    if a.kind == "mla":
-        if a.mla_mode == "absorbed":
-            return a.kv_lora_rank + a.qk_rope_head_dim
-        return a.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
-    return 2 * cfg.n_kv_heads * cfg.head_dim
+    """Cached values of one token in one layer: the attention block's own ``kv_values_per_token``."""
+    return attention_on_meta(cfg).kv_values_per_token()
 
 
 def kv_bytes_per_token(cfg: Config, dtype: str = "bf16") -> float:

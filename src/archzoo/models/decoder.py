@@ -21,8 +21,7 @@ from ..blocks.cache import KVCache, LayerCache
 from ..blocks.masks import build_mask
 from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
-from .builders import build_attention, build_feedforward, build_norm
-from .positions import POSITION_KINDS
+from .builders import POSITION_KINDS, build_attention, build_feedforward, build_norm
 from .weight_layout import store_column_major
 
 
