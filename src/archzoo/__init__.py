@@ -8,6 +8,7 @@ The public API::
     model = archzoo.load_pretrained("dir/")
     archzoo.save_pretrained(model, "dir/")
     new   = archzoo.generate(model, input_ids, max_new_tokens=20)
+    tok   = archzoo.load_tokenizer("dir/")     # the folder's tokenizer (pip install 'archzoo[text]')
 """
 
 from .config import Config, ConfigError, load_config
@@ -16,6 +17,7 @@ from .generate import generate
 from .inspect import count_params, estimate_memory
 from .models.decoder import CausalLM, build_model
 from .models.hf import load_pretrained, save_pretrained
+from .text import load_tokenizer
 
 __all__ = [
     "ArchzooError",
@@ -30,6 +32,7 @@ __all__ = [
     "generate",
     "load_config",
     "load_pretrained",
+    "load_tokenizer",
     "save_pretrained",
 ]
 __version__ = "0.1.0"
