@@ -7,13 +7,19 @@
                                               alpha = (2N)^0.5
     sandwich  h = x + N_post(F(N(x)))         GLM-4-0414 (a second norm on the sublayer output)
 
-ChatGLM-6B writes DeepNorm another way: the residual is the *normalised* input,
+With ``residual_from_normed`` (Hugging Face's ``apply_residual_connection_post_layernorm``)
+the branch that skips F carries the *normalised* input N(x) instead of x:
 
-    a = N(x);  h = alpha * a + F(a)
+    pre       a = N(x);  h = a + F(a)            BLOOM's option (bigscience Megatron-DeepSpeed;
+                                                  no released BLOOM turns it on)
+    deepnorm  a = N(x);  h = alpha * a + F(a)    ChatGLM-6B
 
-which is the same network as DeepNorm's N(alpha*x + F(x)) with every layer's
-input norm standing for the previous sublayer's post-norm (and layer 0's input
-norm acting as an embedding norm). ``deepnorm_from_normed`` is that wiring.
+ChatGLM-6B's form is the same network as DeepNorm's N(alpha*x + F(x)) with
+every layer's input norm standing for the previous sublayer's post-norm (and
+layer 0's input norm acting as an embedding norm). BLOOM's is a pre-norm
+stack whose residual stream is re-normalised at every sublayer: nothing of
+DeepNorm in it (no alpha, no beta init), so it is a wiring of its own,
+``pre_norm_from_normed``, not DeepNorm with alpha = 1.
 
 Each function takes the stream ``x``, the sublayer ``f``, its norm, the
 optional post norm (sandwich) and alpha (deepnorm).
@@ -41,6 +47,13 @@ def deep_norm(x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | N
     return norm(alpha * x + f(x))
 
 
+def pre_norm_from_normed(
+    x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float
+) -> torch.Tensor:
+    normed = norm(x)
+    return normed + f(normed)
+
+
 def deepnorm_from_normed(
     x: torch.Tensor, f: Sublayer, norm: nn.Module, post: nn.Module | None, alpha: float
 ) -> torch.Tensor:
@@ -60,9 +73,15 @@ RESIDUAL_KINDS = {
 }
 """``[norm] placement`` -> wiring function."""
 
+FROM_NORMED_KINDS = {
+    "pre": pre_norm_from_normed,
+    "deepnorm": deepnorm_from_normed,
+}
+"""``[norm] placement`` -> its wiring with ``residual_from_normed = true`` (BLOOM's option, ChatGLM-6B)."""
+
 
 def select_wiring(placement: str, residual_from_normed: bool):
-    """The wiring for a placement; ChatGLM-6B's variant when ``residual_from_normed``."""
+    """The wiring for a placement, taking the residual from the normalised input when asked."""
     if residual_from_normed:
-        return deepnorm_from_normed
+        return FROM_NORMED_KINDS[placement]
     return RESIDUAL_KINDS[placement]

@@ -134,7 +134,7 @@ class Config:
     def has_final_norm(self) -> bool:
         """Pre-norm stacks end in a norm; post-norm stacks already end normalised.
 
-        ChatGLM-6B's residual_from_normed wiring keeps a final norm (its
+        ChatGLM-6B's deepnorm with residual_from_normed keeps a final norm (its
         ``final_layernorm`` is the post-norm of the last sublayer).
         """
         if self.norm.placement in ("pre", "sandwich"):

@@ -14,6 +14,7 @@ from typing import Literal
 
 NormKind = Literal["rmsnorm", "layernorm"]
 NormPlacement = Literal["pre", "post", "deepnorm", "sandwich"]
+FROM_NORMED_PLACEMENTS = ("pre", "deepnorm")  # placements with a residual_from_normed form
 AttentionKind = Literal["mha", "mla"]
 MLAMode = Literal["naive", "absorbed"]
 PositionKind = Literal["rope", "alibi", "glm2d", "none"]
@@ -65,8 +66,10 @@ class NormSection:
         ``post``     h = N(x + F(x))                       (Vaswani et al. 2017)
         ``deepnorm`` h = N(alpha*x + F(x))                 (DeepNet, Wang et al. 2022)
         ``sandwich`` h = x + N_post(F(N(x)))               (GLM-4-0414)
-    residual_from_normed: ChatGLM-6B's wiring, only with ``deepnorm``:
-        a = N(x); h = alpha*a + F(a) (the residual is the *normalised* input).
+    residual_from_normed: the residual is the *normalised* input (Hugging Face's
+        ``apply_residual_connection_post_layernorm``), with ``pre`` or ``deepnorm``:
+        ``pre``      a = N(x); h = a + F(a)            (BLOOM's option)
+        ``deepnorm`` a = N(x); h = alpha*a + F(a)      (ChatGLM-6B)
     deepnorm_alpha: residual scale; unset means (2N)^0.5 with N = n_layers (GLM-130B).
     deepnorm_beta: init gain of the sublayer output/value weights; unset means (2N)^-0.5.
     """

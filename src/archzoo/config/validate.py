@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .sections import FROM_NORMED_PLACEMENTS
 
 if TYPE_CHECKING:
     from .model_config import Config
@@ -31,8 +32,11 @@ def validate(c: Config, source: str) -> None:
         fail("model.embedding_grad_scale", f"must be in (0, 1], got {m.embedding_grad_scale}")
 
     positive("norm", n, "eps", "deepnorm_alpha", "deepnorm_beta")
-    if n.residual_from_normed and n.placement != "deepnorm":
-        fail("norm.residual_from_normed", "only applies with placement = 'deepnorm' (ChatGLM-6B wiring)")
+    if n.residual_from_normed and n.placement not in FROM_NORMED_PLACEMENTS:
+        fail(
+            "norm.residual_from_normed",
+            "only applies with placement = 'pre' (BLOOM's option) or 'deepnorm' (ChatGLM-6B)",
+        )
 
     _check_attention(c, fail, positive)
     _check_position(c, fail, positive)

@@ -56,14 +56,19 @@ class DecoderLayer(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """Embedding, decoder layers, final norm and output head, as the config says."""
+    """Embedding, decoder layers, final norm and output head, as the config says.
+
+    Constructed directly it is ready to use: weights initialised by ``init_weights``
+    (normal(0, init_std), DeepNorm's beta), except on the ``meta`` device, where
+    there is nothing to initialise. ``build_model`` adds the device and dtype.
+    """
 
     def __init__(self, cfg: Config):
         super().__init__()
         self.config = cfg
         d_model, vocab = cfg.model.d_model, cfg.model.vocab_size
-        # an explicit (uninitialised) weight skips nn.Embedding's normal_ init: init_weights
-        # does it, and normal_ on the meta device costs a one-off ~5 s import of torch._dynamo
+        # an explicit weight skips nn.Embedding's own normal_ init: init_weights below does it,
+        # and normal_ on the meta device costs a one-off ~5 s import of torch._dynamo
         self.embed = nn.Embedding(vocab, d_model, _weight=torch.empty(vocab, d_model))
         self.embed_norm = build_norm(cfg) if cfg.model.embedding_norm else None
         self.positions = POSITION_KINDS[cfg.position.kind](cfg)
@@ -72,6 +77,9 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(d_model, vocab, bias=False)
         if cfg.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        if not self.embed.weight.is_meta:
+            with torch.no_grad():
+                init_weights(self)
 
     def new_cache(self, max_len: int) -> KVCache:
         """An empty KV cache for up to ``max_len`` slots (prompt + generated)."""
@@ -181,10 +189,8 @@ def build_model(
         cfg = load_config(cfg)
     device = torch.device(device) if device is not None else torch.device("cpu")
     with device:
-        model = CausalLM(cfg)
+        model = CausalLM(cfg)  # initialised, unless on meta
     if device.type != "meta":
-        with torch.no_grad():
-            init_weights(model)
         store_column_major(model)
     if dtype is not None:
         model.to(dtype)

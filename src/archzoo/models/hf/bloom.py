@@ -19,9 +19,7 @@ def config_from_hf(hf: dict, name: str) -> dict:
     n_heads = hf.get("n_head") or hf["num_attention_heads"]
     norm = {"kind": "layernorm", "eps": float(hf.get("layer_norm_epsilon", 1e-5)), "placement": "pre"}
     if hf.get("apply_residual_connection_post_layernorm"):
-        # residual taken from the normalised input, h = N(x) + F(N(x)): the
-        # ChatGLM-6B wiring with alpha = 1
-        norm.update(placement="deepnorm", residual_from_normed=True, deepnorm_alpha=1.0)
+        norm["residual_from_normed"] = True  # h = N(x) + F(N(x)) (blocks/residual.py)
     return {
         "name": name,
         "family": "bloom",
@@ -49,8 +47,7 @@ def config_to_hf(cfg: Config) -> dict:
     require(cfg.head_dim * cfg.n_heads == cfg.model.d_model, ARCHITECTURE, "head_dim != d_model / n_heads")
     require(cfg.position.kind == "alibi", ARCHITECTURE, "positions other than ALiBi")
     require(n.kind == "layernorm" and cfg.model.embedding_norm, ARCHITECTURE, "norms other than LayerNorm with an embedding LayerNorm")
-    normed_residual = n.placement == "deepnorm" and n.residual_from_normed and cfg.deepnorm_alpha == 1.0
-    require(n.placement == "pre" or normed_residual, ARCHITECTURE, f"norm placement {n.placement!r}")
+    require(n.placement == "pre", ARCHITECTURE, f"norm placement {n.placement!r}")
     m = cfg.mlp
     require(m.kind == "gelu" and m.bias and m.gelu_approximate == "tanh", ARCHITECTURE, "MLPs other than biased tanh-GeLU")
     require(cfg.mlp_hidden == 4 * cfg.model.d_model, ARCHITECTURE, "an MLP width other than 4 x d_model")
@@ -63,7 +60,7 @@ def config_to_hf(cfg: Config) -> dict:
         "n_layer": cfg.model.n_layers,
         "n_head": cfg.n_heads,
         "layer_norm_epsilon": n.eps,
-        "apply_residual_connection_post_layernorm": normed_residual,
+        "apply_residual_connection_post_layernorm": n.residual_from_normed,
         "tie_word_embeddings": cfg.model.tie_embeddings,
         "seq_length": cfg.model.max_seq_len,
         **tokens_to_hf(cfg),
