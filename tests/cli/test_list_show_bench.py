@@ -32,7 +32,23 @@ def test_show_prints_the_tree_with_shapes(capsys):
     cfg = archzoo.load_config("llama-tiny")
     assert f"q_proj: Linear  [weight [{cfg.n_heads * cfg.head_dim}, {cfg.model.d_model}]]" in out
     assert f"k_proj: Linear  [weight [{cfg.n_kv_heads * cfg.head_dim}, {cfg.model.d_model}]]" in out
-    assert out.count("layer ") >= cfg.model.n_layers  # the layer plan
+    # the layer plan: llama-tiny's layers are all alike, so one collapsed line covers them
+    last = cfg.model.n_layers - 1
+    assert f"layers   0..{last} ({cfg.model.n_layers} alike): attention=mha mlp=dense" in out
+
+
+def test_show_collapses_repeated_layer_plan_lines(capsys):
+    # DeepSeek-V3: first_dense_layers = 3 of 61, so two runs; --all-layers prints all 61
+    assert main(["show", "deepseek-v3"]) == 0
+    out = capsys.readouterr().out
+    plan = [line.strip() for line in out.split("layer plan:")[1].split("modules")[0].strip().splitlines()]
+    assert plan == [
+        "layers   0..2 (3 alike): attention=mla mlp=dense",
+        "layers   3..60 (58 alike): attention=mla mlp=moe",
+    ]
+    assert main(["show", "deepseek-v3", "--all-layers"]) == 0
+    plan = capsys.readouterr().out.split("layer plan:")[1].split("modules")[0].strip().splitlines()
+    assert len(plan) == 61 and plan[3].strip() == "layer    3: attention=mla mlp=moe"
 
 
 def test_bench_reports_consistent_rates(capsys):
@@ -45,4 +61,26 @@ def test_bench_reports_consistent_rates(capsys):
 def test_unknown_config_is_a_clear_error(capsys):
     assert main(["params", "no-such-model"]) == 2
     err = capsys.readouterr().err
-    assert "no-such-model" in err and "llama-tiny" in err
+    assert "no-such-model" in err and "archzoo list" in err
+    assert len(err.strip().splitlines()) == 1  # not all 45 names
+
+
+def test_unknown_config_suggests_the_nearest_names(capsys):
+    assert main(["params", "llama-tinyy"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean llama-tiny" in err and "llama2-70b" not in err
+
+
+def test_list_unknown_family_is_an_error(capsys):
+    assert main(["list", "--family", "mistral"]) == 2
+    err = capsys.readouterr().err
+    assert "mistral: no such family" in err and "llama" in err
+
+
+def test_bench_shows_progress_on_stderr_and_plural_threads(capsys):
+    argv = ["bench", "llama-tiny", "--seq-len", "4", "--new-tokens", "1", "--repeats", "1", "--threads", "1"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "(fp32, 1 thread)" in out  # not "1 threads"
+    # 2 rounds (warm-up + 1 timed) x (prefill + 1 decode step) = 4 model calls, reported as they finish
+    assert "4/4 model calls" in err and "left" in err

@@ -8,8 +8,10 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..config import ConfigError
 from ..errors import ArchzooError
+from .argtypes import HelpFormatter
 
 COMMANDS = {
     "list": "archzoo.cli.list_cmd",
@@ -27,13 +29,23 @@ def _load() -> dict:
     return {name: importlib.import_module(path) for name, path in COMMANDS.items()}
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad flag ends in one line naming it (and where to read more), not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     modules = _load()
-    parser = argparse.ArgumentParser(prog="archzoo", description="A reference zoo of transformer architectures.")
+    parser = Parser(prog="archzoo", description="A reference zoo of transformer architectures.")
+    parser.add_argument("--version", action="version", version=f"archzoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in modules.items():
         doc = (module.__doc__ or "").strip().splitlines()
-        command = sub.add_parser(name, help=doc[0] if doc else None, description=module.__doc__)
+        command = sub.add_parser(
+            name, help=doc[0] if doc else None, description=module.__doc__, formatter_class=HelpFormatter
+        )
         module.add_arguments(command)
     args = parser.parse_args(argv)
     try:

@@ -8,47 +8,69 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
 
 from ..config import load_config
 from ..models.decoder import build_model
+from .argtypes import dtype_name, non_negative_int, positive_int
+from .progress import Progress, plural
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's intra-op CPU threads (default: torch's own choice, usually the cores)."""
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice, the cores)"
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="config name or path to a .toml file")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq-len", type=int, default=128, help="prompt length for prefill")
-    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded one by one after the prompt")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences decoded at once")
+    parser.add_argument("--seq-len", type=positive_int, default=128, help="prompt length for prefill (tokens)")
+    parser.add_argument(
+        "--new-tokens", type=non_negative_int, default=32, help="tokens decoded one by one after the prompt (0: prefill only)"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs (after one warm-up run); the median is shown")
+    parser.add_argument(
+        "--dtype", type=dtype_name, choices=list(DTYPES), default="fp32", help="weights and activations (bfloat16, float16, float32 accepted too)"
+    )
+    add_threads_argument(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("batch", "seq_len", "repeats"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"archzoo bench: --{flag.replace('_', '-')} must be >= 1")
+    set_threads(args.threads)
     cfg = load_config(args.name)
+    print(f"{cfg.name}: building with random weights ({args.dtype}) ...", file=sys.stderr, flush=True)
     torch.manual_seed(0)
     model = build_model(cfg, dtype=DTYPES[args.dtype]).eval()
     ids = torch.randint(0, cfg.model.vocab_size, (args.batch, args.seq_len))
 
     prefill = []
     decode = []
-    with torch.inference_mode():
-        for _ in range(args.repeats + 1):
+    rounds = args.repeats + 1
+    with torch.inference_mode(), Progress(rounds * (1 + args.new_tokens), "bench", unit="model calls") as bar:
+        for _ in range(rounds):
             cache = model.new_cache(args.seq_len + args.new_tokens)
             start = time.perf_counter()
             logits = model(ids, cache=cache, logits_to_keep=1)
             prefill.append(time.perf_counter() - start)
+            bar.update()
             token = logits[:, -1].argmax(-1, keepdim=True)
             start = time.perf_counter()
             for _ in range(args.new_tokens):
                 token = model(token, cache=cache, logits_to_keep=1)[:, -1].argmax(-1, keepdim=True)
+                bar.update()
             decode.append(time.perf_counter() - start)
     prefill_s = statistics.median(prefill[1:])  # the first run warms up
     decode_s = statistics.median(decode[1:]) / max(args.new_tokens, 1)
@@ -64,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{cfg.name} ({args.dtype}, {result['threads']} threads), batch {args.batch}")
+    print(f"{cfg.name} ({args.dtype}, {plural(result['threads'], 'thread')}), batch {args.batch}")
     print(f"  prefill {args.seq_len} tokens: {result['prefill_ms']:.2f} ms ({result['prefill_tokens_per_s']:,.0f} tokens/s)")
     if args.new_tokens:
         print(f"  decode: {result['decode_ms_per_token']:.2f} ms/token ({result['decode_tokens_per_s']:,.1f} tokens/s)")

@@ -21,6 +21,7 @@ import sys
 from ..config import load_config
 from ..inspect import count_params, dtype_bytes, estimate_memory
 from ..inspect.blocks import BLOCK_KINDS, BlockSize, measure_block
+from .argtypes import non_negative_int, positive_int
 from .params_cmd import add_memory_arguments, human_bytes
 from .table import format_table, human
 
@@ -34,15 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     blocks = parser.add_argument_group("blocks alone")
     kinds = "; ".join(f"{kind}: {','.join(variants)}" for kind, variants in BLOCK_KINDS.items())
     blocks.add_argument("--blocks", metavar="KIND:A,B,...", help=f"compare variants of one block kind ({kinds})")
-    blocks.add_argument("--d-model", type=int, default=4096, help="model width (default 4096)")
-    blocks.add_argument("--n-heads", type=int, default=32, help="query heads (default 32)")
-    blocks.add_argument("--n-kv-heads", type=int, help="kv heads of gqa (default n_heads / 4)")
-    blocks.add_argument("--head-dim", type=int, help="head width (default d_model / n_heads)")
-    blocks.add_argument("--hidden", type=int, help="plain MLP inner width (default 4 d_model)")
+    blocks.add_argument("--d-model", type=positive_int, default=4096, help="model width (default: 4096)")
+    blocks.add_argument("--n-heads", type=positive_int, default=32, help="query heads (default: 32)")
+    blocks.add_argument("--n-kv-heads", type=positive_int, help="kv heads of gqa (default: n_heads / 4)")
+    blocks.add_argument("--head-dim", type=positive_int, help="head width (default: d_model / n_heads)")
+    blocks.add_argument("--hidden", type=positive_int, help="plain MLP inner width (default: 4 d_model)")
     blocks.add_argument("--iso-params", action="store_true", help="gated MLPs get 2/3 of --hidden: equal parameters")
-    blocks.add_argument("--kv-lora-rank", type=int, help="mla latent width (default 4 head_dim)")
-    blocks.add_argument("--q-lora-rank", type=int, help="mla query rank (default 3 kv_lora_rank; 0 = none)")
-    blocks.add_argument("--repeats", type=int, default=3, help="timed calls per block (default 3)")
+    blocks.add_argument("--kv-lora-rank", type=positive_int, help="mla latent width (default: 4 head_dim)")
+    blocks.add_argument("--q-lora-rank", type=non_negative_int, help="mla query rank (default: 3 kv_lora_rank; 0 = none)")
+    blocks.add_argument("--repeats", type=positive_int, default=3, help="timed calls per block (default: 3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +134,9 @@ def parse_blocks(spec: str) -> tuple[str, list[str]]:
         raise ValueError(f"--blocks must be KIND:A,B,... (e.g. attention:mha,gqa), got {spec!r}")
     if kind not in BLOCK_KINDS:
         raise ValueError(f"--blocks kind {kind!r} unknown; choose from {', '.join(BLOCK_KINDS)}")
-    variants = [v for v in names.split(",") if v]
+    variants = [v.strip() for v in names.split(",") if v.strip()]
+    if not variants:
+        raise ValueError(f"--blocks {kind}: names no variant; choose from {', '.join(BLOCK_KINDS[kind])}")
     unknown = [v for v in variants if v not in BLOCK_KINDS[kind]]
     if unknown:
         raise ValueError(f"--blocks {kind} has no {', '.join(unknown)}; choose from {', '.join(BLOCK_KINDS[kind])}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 
 from ..config import config_paths, load_config
+from ..errors import InputError
 from ..inspect import count_params
 from .table import format_table, human
 
@@ -16,9 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configs = [(name, load_config(path)) for name, path in config_paths().items()]
+    families = sorted({cfg.family for _, cfg in configs})
+    if args.family and args.family not in families:
+        near = difflib.get_close_matches(args.family, families, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise InputError(f"--family {args.family}: no such family; {hint}families: {', '.join(families)}")
     rows = []
-    for name, path in config_paths().items():
-        cfg = load_config(path)
+    for name, cfg in configs:
         if args.family and cfg.family != args.family:
             continue
         total = count_params(cfg).total

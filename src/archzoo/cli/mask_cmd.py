@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..glm import blank_infilling, prefix_lm_inputs, shuffle_spans
+from .argtypes import non_negative_int, positive_int
 
 # symbolic ids for the printed tokens (only their names matter here)
 CLS, MASK, SOP, EOP, GMASK, TEXT = -1, -2, -3, -4, -5, 0
@@ -43,12 +44,12 @@ class Layout:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["glm", "chatglm"], help="glm: blank infilling; chatglm: ChatGLM-6B prefix LM")
-    parser.add_argument("--length", type=int, help="glm: number of text tokens x1..xn")
+    parser.add_argument("--length", type=positive_int, help="glm: number of text tokens x1..xn")
     parser.add_argument("--spans", default="", help="glm: spans start:end (0-based, end excluded), comma-separated, in Part-B order")
     parser.add_argument("--cls", action="store_true", help="glm: prepend [CLS] as real pretraining samples do")
-    parser.add_argument("--shuffle", type=int, metavar="SEED", help="glm: shuffle the Part-B order with this seed")
-    parser.add_argument("--prompt-length", type=int, help="chatglm: prompt tokens p1..pm before [gMASK] <sop>")
-    parser.add_argument("--generated", type=int, default=0, help="chatglm: generated tokens g1..gk after <sop>")
+    parser.add_argument("--shuffle", type=non_negative_int, metavar="SEED", help="glm: shuffle the Part-B order with this seed")
+    parser.add_argument("--prompt-length", type=non_negative_int, help="chatglm: prompt tokens p1..pm before [gMASK] <sop>")
+    parser.add_argument("--generated", type=non_negative_int, default=0, help="chatglm: generated tokens g1..gk after <sop>")
     parser.add_argument("--png", type=Path, metavar="FILE", help="also draw the mask into a PNG file (matplotlib)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -161,8 +162,12 @@ def draw_png(layout: Layout, path: Path) -> None:
     ax.set_title(layout.title, fontsize=8, wrap=True)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    except OSError as err:
+        plt.close(fig)
+        raise ValueError(f"--png: cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=120)

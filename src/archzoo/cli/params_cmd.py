@@ -10,6 +10,7 @@ import json
 
 from ..config import Config, load_config
 from ..inspect import BYTES_PER_VALUE, COMPONENTS, MemoryReport, ParamReport, count_params, estimate_memory
+from .argtypes import dtype_name, positive_int
 from .table import format_table, human
 
 COMPONENT_LABELS = {
@@ -25,10 +26,14 @@ COMPONENT_LABELS = {
 
 
 def add_memory_arguments(parser: argparse.ArgumentParser, seq_default: str) -> None:
-    parser.add_argument("--seq-len", type=int, default=None, help=f"tokens per sequence (default: {seq_default})")
-    parser.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help=f"tokens per sequence (default: {seq_default})")
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences at once (default: 1)")
     parser.add_argument(
-        "--dtype", default="bf16", choices=list(BYTES_PER_VALUE), help="inference weights and KV cache (default bf16)"
+        "--dtype",
+        type=dtype_name,
+        default="bf16",
+        choices=list(BYTES_PER_VALUE),
+        help="inference weights and KV cache (default: bf16; bfloat16, float16, float32 accepted too)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -12,7 +12,9 @@ from ..models.decoder import build_model
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="config name or path to a .toml file")
-    parser.add_argument("--all-layers", action="store_true", help="print every layer, not only distinct ones")
+    parser.add_argument(
+        "--all-layers", action="store_true", help="print every layer (plan and modules), not only distinct runs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,11 +24,27 @@ def run(args: argparse.Namespace) -> int:
     if cfg.source:
         print(f"source: {cfg.source}")
     print("\nlayer plan:")
-    for plan in cfg.layer_plan:
-        print(f"  layer {plan.index:3d}: attention={plan.attention} mlp={plan.mlp}")
+    for line in layer_plan_lines(cfg.layer_plan, args.all_layers):
+        print(line)
     print("\nmodules (parameter shapes):")
     _print_tree(model, "", 1, args.all_layers)
     return 0
+
+
+def layer_plan_lines(plans, all_layers: bool = False) -> list[str]:
+    """One line per run of consecutive layers with the same attention and MLP (every layer with all_layers)."""
+    runs: list[list] = []
+    for plan in plans:
+        if runs and not all_layers and (runs[-1][-1].attention, runs[-1][-1].mlp) == (plan.attention, plan.mlp):
+            runs[-1].append(plan)
+        else:
+            runs.append([plan])
+    lines = []
+    for run in runs:
+        first, last = run[0].index, run[-1].index
+        where = f"layer  {first:3d}" if first == last else f"layers {first:3d}..{last} ({len(run)} alike)"
+        lines.append(f"  {where}: attention={run[0].attention} mlp={run[0].mlp}")
+    return lines
 
 
 def _print_tree(module: nn.Module, name: str, depth: int, all_layers: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import tomllib
@@ -34,16 +35,20 @@ def load_config(name_or_path: str | Path) -> Config:
     if path.suffix != ".toml" and not path.is_file():
         paths = config_paths()
         if str(name_or_path) not in paths:
-            raise ConfigError(
-                str(name_or_path),
-                "<name>",
-                f"no config of that name; known: {', '.join(paths) or '(none found)'}",
-            )
+            near = difflib.get_close_matches(str(name_or_path), list(paths), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(near)}?" if near else f"{len(paths)} configs; see `archzoo list`"
+            raise ConfigError(str(name_or_path), "<name>", f"no config of that name; {hint}")
         path = paths[str(name_or_path)]
     if not path.is_file():
         raise ConfigError(str(path), "<file>", "no such file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "<file>", f"not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(str(path), "<file>", f"cannot read: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), "<toml>", f"not valid TOML: {err}") from None
     return Config.from_dict(data, str(path))
