@@ -21,6 +21,7 @@ COMMANDS = {
     "mask": "archzoo.cli.mask_cmd",
     "generate": "archzoo.cli.generate_cmd",
     "train": "archzoo.cli.train_cmd",
+    "eval": "archzoo.cli.eval_cmd",
     "bench": "archzoo.cli.bench_cmd",
 }
 

@@ -1,60 +1,141 @@
-"""Train a config from scratch on the bytes of a text file (a laptop-CPU demo).
+"""Train a config from scratch, or fine-tune a checkpoint folder, into a run folder.
 
-Without --text it trains on archzoo's own source code. The vocabulary must
-cover bytes (vocab_size >= 256); ids are UTF-8 bytes.
+archzoo train llama-tiny                                  (the shipped Shakespeare sample, ~30 s on two cores)
+archzoo train llama-tiny --text notes.txt --steps 500 --out runs/notes
+archzoo train path/to/hf-folder --text corpus/ --lr 3e-4 --out runs/ft   (fine-tuning; the folder's tokenizer)
+archzoo train --resume runs/notes                         (continue from the newest checkpoint, bit-exactly)
+
+The run folder holds run.json, log.jsonl (one JSON object per step), loss.png,
+checkpoints/ and, at the end, model/ (a Hugging Face folder). Text is read with
+the checkpoint folder's tokenizer, else as UTF-8 bytes (vocabularies >= 256).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from ..config import load_config
-from ..models.decoder import build_model
-from ..train import TrainStep, train
+from ..errors import InputError
+from ..train import PRECISIONS, TrainSettings, resume, train
+
+DEFAULTS = TrainSettings()
+DEFAULT_OUT = "runs/{name}"
+
+FLAGS = {  # TrainSettings field -> (type, help); every default is TrainSettings'
+    "steps": (int, "optimizer steps"),
+    "batch": (int, "sequences per micro-batch"),
+    "seq_len": (int, "tokens per sequence"),
+    "accumulate": (int, "micro-batches per optimizer step (gradient accumulation)"),
+    "lr": (float, "peak learning rate (AdamW), after linear warm-up, then cosine decay"),
+    "min_lr_ratio": (float, "the cosine ends at lr x this"),
+    "warmup": (int, "warm-up steps"),
+    "weight_decay": (float, "AdamW weight decay of matrices"),
+    "grad_clip": (float, "max global gradient norm; 0 = no clipping"),
+    "seed": (int, "seed of the random init, the data order and torch's RNG"),
+    "val_fraction": (float, "tail of the data held out for validation; 0 = none"),
+    "eval_every": (int, "steps between validation passes (and the last step); 0 = only the last"),
+    "eval_batches": (int, "batches per validation pass"),
+    "save_every": (int, "steps between checkpoints (and the last step); 0 = only the last"),
+    "keep_checkpoints": (int, "newest checkpoints kept"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="config name or path to a .toml file (tiny configs train in seconds)")
-    parser.add_argument("--text", type=Path, help="a text file to train on (default: archzoo's own source)")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--save", type=Path, help="write the trained model as a Hugging Face folder")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("model", nargs="?", metavar="NAME_OR_FOLDER", help="config name / .toml path, or a checkpoint folder to fine-tune")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR (takes no other settings)")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--text", type=Path, help="a text file or a folder of *.txt files (default: the shipped Shakespeare sample)")
+    data.add_argument("--ids", type=Path, help="token ids: .npy, .pt (1-D integer tensor) or .bin (uint16, nanoGPT)")
+    parser.add_argument("--out", type=Path, help=f"the run folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out / --save folder (default: refuse)")
+    parser.add_argument("--save", type=Path, help="also write the trained model there at the end (checked before the first step)")
+    for name, (kind, text) in FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{text} (default: {getattr(DEFAULTS, name)})")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help=f"fp32; bf16 = autocast, fp32 weights and AdamW state; bf16-pure = all bf16 (default: {DEFAULTS.precision})")
+    parser.add_argument("--checkpointing", action="store_true", default=None, help="activation checkpointing per decoder layer: less memory, ~1/3 more compute (default: off)")
+    parser.add_argument("--stop-after", type=int, metavar="K", help="end after step K as if interrupted; --resume continues (default: run to the end)")
+    parser.add_argument("--sample-tokens", type=int, default=200, help="tokens of the sample generated at the end; 0 = none (default: 200)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
-def default_corpus() -> bytes:
-    root = Path(__file__).resolve().parent.parent
-    return b"\n".join(p.read_bytes() for p in sorted(root.rglob("*.py")))
+def settings_from(args: argparse.Namespace) -> TrainSettings:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
+    return TrainSettings(**given).check()
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.name)
-    if cfg.model.vocab_size < 256:
-        raise SystemExit(f"archzoo train: {cfg.name} has vocab_size {cfg.model.vocab_size} < 256; byte-level training needs >= 256")
-    for flag in ("steps", "batch", "seq_len"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"archzoo train: --{flag.replace('_', '-')} must be >= 1")
-    data = args.text.read_bytes() if args.text else default_corpus()
-    tokens = torch.tensor(list(data), dtype=torch.long)
-    torch.manual_seed(args.seed)
-    model = build_model(cfg)
-    print(f"{cfg.name}: training on {len(data):,} bytes for {args.steps} steps (batch {args.batch} x {args.seq_len})")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise InputError(f"--stop-after: must be >= 1, got {args.stop_after}")
+    if args.sample_tokens < 0:
+        raise InputError(f"--sample-tokens: must be >= 0, got {args.sample_tokens}")
+    if args.resume is not None:
+        extra = [f"--{k.replace('_', '-')}" for k in [*FLAGS, "precision", "checkpointing", "text", "ids", "out", "save", "model"] if getattr(args, k, None)]
+        if extra:
+            raise InputError(f"--resume takes every setting from {args.resume}/run.json; drop {', '.join(extra)}")
+        result = resume(args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+    else:
+        if args.model is None:
+            raise InputError("give a config name or checkpoint folder to train, or --resume DIR")
+        out = args.out or Path(DEFAULT_OUT.format(name=Path(args.model).stem if Path(args.model).suffix == ".toml" else Path(args.model).name))
+        settings = settings_from(args)
 
-    def log(step: TrainStep) -> None:
-        if step.step % args.log_every == 0 or step.step == args.steps - 1:
-            print(f"  step {step.step:5d}  loss {step.loss:.4f}  lr {step.lr:.2e}")
+        def announce(trainer) -> None:
+            n = sum(p.numel() for p in trainer.parameters)
+            print(
+                f"archzoo train {args.model}: {n:,} trainable parameters, {settings.steps} steps of "
+                f"{settings.tokens_per_step:,} tokens ({trainer.data.train.numel():,} training tokens, "
+                f"{trainer.data.val.numel():,} held out) into {out}",
+                flush=True,
+            )
 
-    losses = train(model, tokens, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr, seed=args.seed, on_step=log)
-    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} (uniform guess: ln {cfg.model.vocab_size} = {torch.log(torch.tensor(float(cfg.model.vocab_size))):.4f})")
-    if args.save:
-        from ..models.hf import save_pretrained
-
-        save_pretrained(model, args.save)
-        print(f"saved to {args.save}")
+        result = train(
+            args.model, out=out, text=args.text, ids=args.ids, settings=settings, save=args.save,
+            overwrite=args.overwrite, stop_after=args.stop_after, progress=not args.no_progress, on_start=announce,
+        )
+    report(result, args.sample_tokens)
     return 0
+
+
+def report(result, sample_tokens: int) -> None:
+    records = result.records
+    last = records[-1] if records else None
+    if last is None:
+        return
+    val = next((r for r in reversed(records) if "val_loss" in r), None)
+    line = f"step {last['step']}: loss {records[0]['loss']:.3f} -> {last['loss']:.3f}"
+    if val is not None:
+        line += f", validation {val['val_loss']:.3f} (perplexity {val['val_ppl']:.2f})"
+    print(line + f", {last['time']:.1f} s")
+    for note in result.notes:
+        print(note)
+    if not result.finished:
+        print(f"stopped after step {last['step']}; continue with: archzoo train --resume {result.out}")
+        return
+    print(f"run folder: {result.out} (log.jsonl, loss.png, checkpoints/" + (", model/)" if result.artefact else ")"))
+    if sample_tokens:
+        print("sample:\n" + sample(result, sample_tokens))
+
+
+def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> str:
+    """A continuation of the start of the held-out text, to show what the model learned."""
+    from ..generate import generate
+
+    tokenizer = result.tokenizer
+    source = result.data.val if result.data.val.numel() else result.data.train
+    text = tokenizer.decode(source[:400].tolist())
+    start = text.find("\n\n")
+    prompt = text[start + 2 :] if 0 <= start < 300 else text
+    prompt = prompt.split("\n")[0] + "\n"
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    model = result.model.float().eval()
+    new = generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed))
+    return prompt + tokenizer.decode(new[0].tolist())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..blocks.alibi import Alibi
 from ..blocks.attention import AttentionContext
@@ -77,6 +78,7 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(d_model, vocab, bias=False)
         if cfg.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.activation_checkpointing = False  # recompute each layer in backward (train/recompute.py)
         if not self.embed.weight.is_meta:
             with torch.no_grad():
                 init_weights(self)
@@ -137,7 +139,11 @@ class CausalLM(nn.Module):
             hidden = self.embed_norm(hidden)
         ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
         for index, layer in enumerate(self.layers):
-            hidden = layer(hidden, ctx, cache[index] if cache is not None else None)
+            layer_cache = cache[index] if cache is not None else None
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint(layer, hidden, ctx, layer_cache, use_reentrant=False)
+            else:
+                hidden = layer(hidden, ctx, layer_cache)
         if cache is not None:
             cache.advance(seq)
         if self.final_norm is not None:

@@ -1,0 +1,140 @@
+"""The training loop: AdamW (Loshchilov & Hutter 2019) on next-token cross-entropy.
+
+One optimizer step over ``accumulate`` micro-batches of ``batch`` windows:
+
+    L = 1/A sum_a [ -1/(B T) sum_{b,t} log p(x_{b,t+1} | x_{b,<=t}) + L_aux ]    (L_aux: MoE balancing)
+    g = grad L,  g <- g * min(1, c / ||g||)                                       (clipping, c = grad_clip)
+    AdamW(g, lr(step)),  then DeepSeek-V3's router-bias update on the step's expert loads
+
+The learning rate follows ``schedule.py``; weight decay applies to matrices
+(embeddings, projections, experts), not to norm gains and biases. Everything a
+step depends on (weights, AdamW moments, step, data position, RNG) is in
+``state()``, so ``load_state(state())`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import TrainerState
+from .data import Split, WindowSampler, fixed_windows
+from .methods import FullTraining
+from .precision import forward_context, model_dtype
+from .recompute import set_activation_checkpointing
+from .schedule import learning_rate
+from .settings import TrainSettings
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits [B, T, V]`` against ``targets [B, T]`` (computed in float32)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+class Trainer:
+    """Trains ``model`` in place on ``data`` with ``settings``; ``method`` picks what trains."""
+
+    def __init__(self, model: nn.Module, data: Split, settings: TrainSettings, *, method=None):
+        self.settings = settings.check()
+        self.method = method or FullTraining()
+        self.model = model
+        self.data = data
+        model.to(model_dtype(settings.precision))
+        set_activation_checkpointing(model, settings.checkpointing)
+        named = self.method.trainable(model)
+        if not named:
+            raise ValueError("the training method selected no trainable parameter")
+        self.parameters = [p for _, p in named]
+        groups = [
+            {"params": [p for p in self.parameters if p.dim() >= 2], "weight_decay": settings.weight_decay},
+            {"params": [p for p in self.parameters if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=settings.lr, betas=(settings.beta1, settings.beta2), eps=settings.eps
+        )
+        self.sampler = WindowSampler(data.train, settings.seq_len, settings.seed)
+        self.val_windows = None
+        if settings.val_fraction > 0 and data.val.numel() > settings.seq_len:
+            self.val_windows = fixed_windows(data.val, settings.seq_len, settings.eval_batches * settings.batch)
+        moe = model.config.moe
+        self.updates_router_bias = moe is not None and moe.correction_bias
+        self.step = 0
+        self.tokens = 0
+        torch.manual_seed(settings.seed)
+
+    def lr(self, step: int | None = None) -> float:
+        s = self.settings
+        return learning_rate(self.step if step is None else step, s.steps, s.lr, s.warmup, s.min_lr_ratio)
+
+    def train_step(self) -> dict:
+        """Run one optimizer step; returns its log record (``log.py`` without time and val fields)."""
+        s, model = self.settings, self.model
+        model.train()
+        lr = self.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        losses, aux_losses, loads = [], [], None
+        for _ in range(s.accumulate):
+            windows = self.sampler.next_batch(s.batch)
+            with forward_context(s.precision):
+                out = model(windows[:, :-1], return_dict=True)
+                loss = next_token_loss(out.logits, windows[:, 1:])
+            total = loss if out.aux_loss is None else loss + out.aux_loss
+            (total / s.accumulate).backward()
+            losses.append(loss.item())
+            if out.aux_loss is not None:
+                aux_losses.append(out.aux_loss.item())
+            if self.updates_router_bias:
+                step_loads = [load.detach() for load in out.expert_loads]
+                loads = step_loads if loads is None else [a + b for a, b in zip(loads, step_loads)]
+        max_norm = s.grad_clip if s.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.updates_router_bias:
+            from ..blocks.moe import update_router_bias
+
+            update_router_bias(model, loads)
+        self.step += 1
+        self.tokens += s.tokens_per_step
+        seconds = time.perf_counter() - start
+        record = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "loss": sum(losses) / len(losses),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": s.tokens_per_step / seconds if seconds > 0 else None,
+        }
+        if aux_losses:
+            record["aux_loss"] = sum(aux_losses) / len(aux_losses)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean validation cross-entropy over the fixed held-out windows (None without a validation split)."""
+        if self.val_windows is None:
+            return None
+        self.model.eval()
+        total, count = 0.0, 0
+        for chunk in self.val_windows.split(self.settings.batch):
+            with forward_context(self.settings.precision):
+                logits = self.model(chunk[:, :-1])
+            total += next_token_loss(logits, chunk[:, 1:]).item() * chunk.shape[0]
+            count += chunk.shape[0]
+        self.model.train()
+        return total / count
+
+    def state(self) -> TrainerState:
+        return TrainerState(self.step, self.tokens, self.optimizer.state_dict(), self.sampler.state(), torch.get_rng_state())
+
+    def load_state(self, state: TrainerState) -> None:
+        self.step, self.tokens = state.step, state.tokens
+        self.optimizer.load_state_dict(state.optimizer)
+        self.sampler.load_state(state.data)
+        torch.set_rng_state(state.rng)

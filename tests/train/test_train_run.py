@@ -1,0 +1,124 @@
+"""Run folders: what they hold, bit-exact resume, and the checks made before the first step."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import archzoo
+from archzoo.cli import main
+from archzoo.errors import CheckpointError
+from archzoo.train import TrainSettings, resume, train
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 12
+QUICK = ["--batch", "2", "--seq-len", "16", "--warmup", "2", "--eval-batches", "2", "--no-progress", "--sample-tokens", "0"]
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "hamlet.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def settings(**kw) -> TrainSettings:
+    return TrainSettings(**{"steps": 7, "batch": 2, "seq_len": 16, "warmup": 2, "eval_every": 2, "eval_batches": 2, "save_every": 3, **kw})
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in records]
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "qwen2-moe-tiny"])
+def test_an_interrupted_and_resumed_run_logs_the_same_losses_to_the_last_bit(tmp_path, text, name):
+    straight = train(name, out=tmp_path / "a", text=text, settings=settings(), progress=False)
+    stopped = train(name, out=tmp_path / "b", text=text, settings=settings(), stop_after=5, progress=False)
+    assert not stopped.finished and [r["step"] for r in stopped.records] == [1, 2, 3, 4, 5]
+    resumed = resume(tmp_path / "b", progress=False)  # from the checkpoint at step 3: steps 4, 5 run again
+    assert resumed.finished
+    logged = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert without_timing(logged) == without_timing(straight.records)  # float == float: identical bits
+    assert [r["step"] for r in logged] == list(range(1, 8)) and "val_loss" in logged[-1]
+    a = load_file(tmp_path / "a" / "checkpoints" / "step-000007" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step-000007" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_train_command_writes_a_run_folder(tmp_path, text, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "llama-tiny", "--text", str(text), "--steps", "4", "--eval-every", "2", "--out", str(out), *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "step 4: loss" in printed and "validation" in printed
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert {"step", "loss", "lr", "tokens_per_s", "tokens", "grad_norm", "time"} <= r.keys()
+    assert [("val_loss" in r) for r in records] == [False, True, False, True]
+    assert records[1]["val_ppl"] == pytest.approx(math.exp(records[1]["val_loss"]), rel=1e-12)
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["steps"] == 4 and run["method"] == {"method": "full"}
+    model = archzoo.load_pretrained(out / "model")  # a Hugging Face folder of the trained weights
+    saved = load_file(out / "checkpoints" / "step-000004" / "model.safetensors")
+    assert torch.equal(model.state_dict()["layers.0.attn.q_proj.weight"], saved["layers.0.attn.q_proj.weight"])
+
+
+def test_stop_after_then_resume_from_the_command_line(tmp_path, text, capsys):
+    out = tmp_path / "run"
+    args = ["--text", str(text), "--steps", "4", "--save-every", "2", "--out", str(out), *QUICK]
+    assert main(["train", "llama-tiny", "--stop-after", "3", *args]) == 0
+    assert "continue with: archzoo train --resume" in capsys.readouterr().out
+    assert not (out / "model").exists()
+    assert main(["train", "--resume", str(out), "--no-progress", "--sample-tokens", "0"]) == 0
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_everything_checkable_is_checked_before_the_first_step(tmp_path, text, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert main(["train", "llama-tiny", "--text", str(text), "--out", str(full), *QUICK]) == 2
+    assert "not empty" in capsys.readouterr().err and (full / "keep.txt").read_text() == "mine"
+    out = tmp_path / "out"
+    # baichuan-tiny's config has no Hugging Face architecture: --save could never be written
+    assert main(["train", "baichuan-tiny", "--text", str(text), "--out", str(out), "--save", str(tmp_path / "s"), *QUICK]) == 2
+    assert "no Hugging Face architecture" in capsys.readouterr().err and not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "llama-tiny", "--text", str(text), "--out", str(out), "--save", str(blocker / "s"), *QUICK]) == 2
+    assert "--save" in capsys.readouterr().err and not out.exists()
+    assert main(["train", "--resume", str(out), "--lr", "1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert main(["train", "llama-tiny", "--text", str(text), "--out", str(out), "--steps", "0", *QUICK]) == 2
+    assert "steps" in capsys.readouterr().err and not out.exists()
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(CheckpointError, match="run.json"):
+        resume(tmp_path)
+
+
+def test_eval_reports_the_mean_negative_log_likelihood(tmp_path, text, capsys):
+    torch.manual_seed(0)
+    model = archzoo.build_model("llama-tiny")
+    archzoo.save_pretrained(model, tmp_path / "m")
+    assert main(["eval", str(tmp_path / "m"), "--text", str(text), "--seq-len", "32", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    ids = torch.tensor(list(text.read_bytes()))
+    n = (len(ids) - 1) // 32
+    nll = []
+    with torch.no_grad():
+        for w in range(n):
+            window = ids[w * 32 : w * 32 + 33]
+            logp = torch.log_softmax(model(window[None, :-1])[0].double(), -1)
+            nll.append(-logp[torch.arange(32), window[1:]])
+    by_hand = torch.cat(nll).mean().item()
+    assert result["tokens"] == 32 * n
+    # float32 logits vs a float64 log-softmax of the same logits, over ~1000 tokens: ~1e-6 relative
+    assert result["loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(by_hand), rel=1e-5)
