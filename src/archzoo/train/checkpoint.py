@@ -9,24 +9,23 @@ A checkpoint is a folder ``checkpoints/step-NNNNNN/`` of the run folder:
     checkpoint.json     step and tokens seen, for people and for ``latest_checkpoint``
 
 The learning rate is a function of the step (``schedule.py``), so the step is the
-schedule's whole state. Each folder is written whole or not at all (a temporary
-sibling renamed into place), so a kill while saving leaves the previous checkpoint
-intact and no half-written one that ``--resume`` could pick up.
+schedule's whole state. Each folder is written whole or not at all
+(``archzoo.atomic.atomic_folder``), so a kill while saving leaves the previous
+checkpoints intact and no half-written one that ``--resume`` could pick up; the
+older ones are deleted only after the new one is in place.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_folder
 from ..errors import CheckpointError
 from .methods import duplicate_keys
 
@@ -40,26 +39,6 @@ class TrainerState:
     optimizer: dict
     data: dict
     rng: torch.Tensor
-
-
-@contextmanager
-def atomic_folder(path: Path):
-    """Write into a temporary sibling, then rename it to ``path`` (which must not exist)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def checkpoint_name(step: int) -> str:
@@ -98,7 +77,7 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], TrainerState
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint below ``folder``, oldest first (temporaries skipped)."""
+    """(step, path) of every complete checkpoint below ``folder``, oldest first (hidden temporaries never match)."""
     found = []
     if folder.is_dir():
         for path in folder.iterdir():
@@ -108,8 +87,6 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and temporaries left by a killed save."""
+    """Delete all but the newest ``keep`` checkpoints."""
     for _, path in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    for path in folder.glob(f".{PREFIX}*.tmp-*"):
         shutil.rmtree(path, ignore_errors=True)
