@@ -122,3 +122,20 @@ def test_eval_reports_the_mean_negative_log_likelihood(tmp_path, text, capsys):
     # float32 logits vs a float64 log-softmax of the same logits, over ~1000 tokens: ~1e-6 relative
     assert result["loss"] == pytest.approx(by_hand, rel=1e-5)
     assert result["perplexity"] == pytest.approx(math.exp(by_hand), rel=1e-5)
+
+
+def test_fine_tuning_starts_from_the_folder_weights(tmp_path, text):
+    torch.manual_seed(1)
+    base = archzoo.build_model("llama-tiny")
+    with torch.no_grad():
+        base.lm_head.weight.mul_(30)  # a distinctive start: far from any fresh init's loss
+    archzoo.save_pretrained(base, tmp_path / "base")
+    result = train(tmp_path / "base", out=tmp_path / "ft", text=text, settings=settings(steps=2), progress=False)
+    from archzoo.train import WindowSampler
+
+    first = WindowSampler(result.data.train, 16, seed=0).next_batch(2)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(base(first[:, :-1]).flatten(0, 1), first[:, 1:].flatten()).item()
+    # the same float32 forward on the same weights and windows: identical up to kernel choice (~1e-6)
+    assert result.records[0]["loss"] == pytest.approx(expected, rel=1e-5)
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["source"] == {"checkpoint": str((tmp_path / "base").resolve())}

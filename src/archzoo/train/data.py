@@ -30,7 +30,6 @@ import torch
 from ..errors import InputError
 
 BYTE_VOCAB = 256
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "tiktoken.model")
 
 
 class ByteTokenizer:
@@ -38,7 +37,6 @@ class ByteTokenizer:
 
     vocab_size = BYTE_VOCAB
     bos_id = eos_id = pad_id = None
-    name = "bytes"
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -48,18 +46,17 @@ class ByteTokenizer:
 
 
 def tokenizer_for(vocab_size: int, folder: str | Path | None = None):
-    """The folder's tokenizer if it has one, else bytes; ``InputError`` if neither fits ``vocab_size``."""
-    if folder is not None and any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
-        import archzoo
+    """The folder's tokenizer if it has one (``archzoo.load_tokenizer``), else bytes;
+    ``InputError`` if neither fits ``vocab_size``."""
+    if folder is not None:
+        from ..text import find_vocab_file, load_tokenizer
 
-        load_tokenizer = getattr(archzoo, "load_tokenizer", None)
-        if load_tokenizer is not None:
+        if find_vocab_file(folder) is not None:
             tokenizer = load_tokenizer(folder)
             if tokenizer.vocab_size > vocab_size:
                 raise InputError(
                     f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocab_size {vocab_size}"
                 )
-            tokenizer.name = str(folder)
             return tokenizer
     if vocab_size < BYTE_VOCAB:
         raise InputError(

@@ -148,7 +148,7 @@ def train(
     run_info = {
         "source": source_spec,
         "hf_architecture": getattr(model, "hf_architecture", None),
-        "tokenizer": tokenizer_folder if getattr(tokenizer, "name", "bytes") != "bytes" else None,
+        "tokenizer": None if isinstance(tokenizer, data_mod.ByteTokenizer) else tokenizer_folder,
         "data": data_spec,
         "settings": settings.to_dict(),
         "method": method.spec(),
