@@ -9,8 +9,11 @@ The public API::
     archzoo.save_pretrained(model, "dir/")
     new   = archzoo.generate(model, input_ids, max_new_tokens=20)
     tok   = archzoo.load_tokenizer("dir/")     # the folder's tokenizer (pip install 'archzoo[text]')
+    archzoo.add_lora(model, rank=8, alpha=16, targets=("q_proj", "v_proj"))   # or add_prefix(model, length=16)
+    archzoo.save_adapter(model, "adapter/")                                  # PEFT's format
 """
 
+from .adapters import add_lora, load_adapter, merge_lora, save_adapter, unmerge_lora
 from .config import Config, ConfigError, load_config
 from .errors import ArchzooError, CheckpointError, InputError
 from .generate import generate
@@ -23,6 +26,11 @@ __all__ = [
     "ArchzooError",
     "CheckpointError",
     "InputError",
+    "add_lora",
+    "load_adapter",
+    "merge_lora",
+    "save_adapter",
+    "unmerge_lora",
     "CausalLM",
     "Config",
     "ConfigError",

@@ -87,7 +87,9 @@ def save_pretrained(model: CausalLM, folder: str | Path, *, architecture: str | 
     """
     cfg = model.config
     family, hf_config = _choose_family(cfg, architecture or getattr(model, "hf_architecture", None))
-    state = model.state_dict()
+    from ...adapters.lora import base_state_dict
+
+    state = base_state_dict(model)  # refuses unmerged LoRA adapters and prefixes (save_adapter writes those)
     if cfg.model.tie_embeddings:
         state.pop("lm_head.weight", None)
     hf_state = ours_to_hf(state, family.rules(cfg), cfg)

@@ -225,3 +225,9 @@ def split_blocks(t: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
 
 def fuse_blocks(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(parts), dim=0)
+
+
+def match_key(pattern: str, key: str) -> dict[str, str] | None:
+    """The placeholder values if ``key`` matches ``pattern`` (e.g. ``{"i": "3", "p": "q_proj.weight"}``), else None."""
+    m = _regex(pattern).match(key)
+    return m.groupdict() if m else None

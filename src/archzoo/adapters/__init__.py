@@ -1,0 +1,10 @@
+"""Parameter-efficient fine-tuning: LoRA adapters and P-tuning v2 prefixes, saved in PEFT's format.
+
+The blocks are ``blocks/lora.py`` and ``blocks/prefix.py``; this package puts
+them into a model by name, freezes the rest, and reads and writes adapter folders.
+"""
+
+from .io import load_adapter, save_adapter
+from .lora import add_lora, merge_lora, unmerge_lora
+
+__all__ = ["add_lora", "load_adapter", "merge_lora", "save_adapter", "unmerge_lora"]
