@@ -166,6 +166,8 @@ class Config:
         parts = [f"{self.norm.kind}/{self.norm.placement}", attn, pos, self.mlp.kind]
         if self.moe is not None:
             parts.append(f"moe {self.moe.top_k}/{self.moe.n_experts}")
+        if self.model.norm_head:
+            parts.append("norm head")
         return ", ".join(parts)
 
 

@@ -41,6 +41,8 @@ class ModelSection:
         1 means off. Forward values never change.
     mtp_layers: DeepSeek-V3 multi-token-prediction modules; counted apart from
         the main model, never built into it (>= 0).
+    norm_head: Baichuan 2's NormHead: the output head's rows are L2-normalised
+        before the product, logits = h . normalize(W)^T (``blocks/norm_head.py``).
     init_std: standard deviation of the normal init of weights (> 0).
     """
 
@@ -52,6 +54,7 @@ class ModelSection:
     embedding_norm: bool = False
     embedding_grad_scale: float = 1.0
     mtp_layers: int = 0
+    norm_head: bool = False
     init_std: float = 0.02
 
 

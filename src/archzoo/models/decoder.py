@@ -3,7 +3,8 @@
     h_0 = E[x]                      (+ embedding norm: BLOOM)
     h_l = Layer_l(h_{l-1})          l = 1..L, each: attention sublayer, then MLP/MoE sublayer,
                                     wired by ``blocks/residual.py``
-    logits = W_head N_final(h_L)    (W_head = E when embeddings are tied)
+    logits = W_head N_final(h_L)    (W_head = E when embeddings are tied; rows normalised
+                                     first with ``norm_head``: Baichuan 2, ``blocks/norm_head.py``)
 
 One code path for every family: what differs is data in the config.
 """
@@ -20,6 +21,7 @@ from ..blocks.alibi import Alibi
 from ..blocks.attention import AttentionContext
 from ..blocks.cache import KVCache, LayerCache
 from ..blocks.masks import build_mask
+from ..blocks.norm_head import NormHead
 from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
 from .builders import POSITION_KINDS, build_attention, build_feedforward, build_norm
@@ -75,7 +77,7 @@ class CausalLM(nn.Module):
         self.positions = POSITION_KINDS[cfg.position.kind](cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg, plan) for plan in cfg.layer_plan)
         self.final_norm = build_norm(cfg) if cfg.has_final_norm else None
-        self.lm_head = nn.Linear(d_model, vocab, bias=False)
+        self.lm_head = (NormHead if cfg.model.norm_head else nn.Linear)(d_model, vocab, bias=False)
         if cfg.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.activation_checkpointing = False  # recompute each layer in backward (train/recompute.py)
