@@ -18,6 +18,7 @@ COMMANDS = {
     "params": "archzoo.cli.params_cmd",
     "show": "archzoo.cli.show_cmd",
     "compare": "archzoo.cli.compare_cmd",
+    "import-config": "archzoo.cli.import_config_cmd",
     "mask": "archzoo.cli.mask_cmd",
     "generate": "archzoo.cli.generate_cmd",
     "train": "archzoo.cli.train_cmd",

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from ..config import load_config
+from ..models.hf.config_json import load_any_config
 from ..inspect import count_params, dtype_bytes, estimate_memory
 from ..inspect.blocks import BLOCK_KINDS, BlockSize, measure_block
 from .argtypes import non_negative_int, positive_int
@@ -30,7 +30,7 @@ BLOCK_SEQ_LEN = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", help="config names or .toml paths, side by side")
+    parser.add_argument("names", nargs="*", help="configs side by side: names, .toml files, config.json files or checkpoint folders")
     add_memory_arguments(parser, f"{CONFIG_SEQ_LEN} for configs, {BLOCK_SEQ_LEN} for --blocks")
     blocks = parser.add_argument_group("blocks alone")
     kinds = "; ".join(f"{kind}: {','.join(variants)}" for kind, variants in BLOCK_KINDS.items())
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 # ---- configs side by side ------------------------------------------------------
 def config_column(name: str, seq_len: int, batch: int, dtype: str) -> dict:
-    cfg = load_config(name)
+    cfg = load_any_config(name)
     params = count_params(cfg)
     memory = estimate_memory(cfg, batch=batch, seq_len=seq_len, dtype=dtype, params=params)
     return {

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import Config, load_config
+from ..config import Config
+from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 from ..inspect import BYTES_PER_VALUE, COMPONENTS, MemoryReport, ParamReport, count_params, estimate_memory
 from .argtypes import dtype_name, positive_int
 from .table import format_table, human
@@ -39,12 +40,12 @@ def add_memory_arguments(parser: argparse.ArgumentParser, seq_default: str) -> N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="config name (see `archzoo list`) or path to a .toml file")
+    parser.add_argument("name", help=CONFIG_ARGUMENT_HELP)
     add_memory_arguments(parser, "the config's max_seq_len")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.name)
+    cfg = load_any_config(args.name)
     report = count_params(cfg)
     memory = estimate_memory(cfg, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, params=report)
     if args.json:

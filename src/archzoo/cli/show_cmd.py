@@ -6,19 +6,19 @@ import argparse
 
 from torch import nn
 
-from ..config import load_config
+from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 from ..models.decoder import build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="config name or path to a .toml file")
+    parser.add_argument("name", help=CONFIG_ARGUMENT_HELP)
     parser.add_argument(
         "--all-layers", action="store_true", help="print every layer (plan and modules), not only distinct runs"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.name)
+    cfg = load_any_config(args.name)
     model = build_model(cfg, device="meta")
     print(f"{cfg.name}  ({cfg.family}; {cfg.blocks_summary()})")
     if cfg.source:
