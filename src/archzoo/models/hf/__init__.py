@@ -104,11 +104,20 @@ def _choose_family(cfg: Config, architecture: str | None) -> tuple[HFFamily, dic
         if architecture not in ARCHITECTURES:
             raise UnsupportedConfig(f"architecture {architecture!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
         family = ARCHITECTURES[architecture]
-        return family, family.config_to_hf(cfg)
+        return family, _config_to_hf(family, cfg)
     reasons = []
     for family in FAMILIES:
         try:
-            return family, family.config_to_hf(cfg)
+            return family, _config_to_hf(family, cfg)
         except UnsupportedConfig as err:
             reasons.append(str(err))
     raise UnsupportedConfig(f"{cfg.name}: no Hugging Face architecture can express this config:\n  " + "\n  ".join(reasons))
+
+
+def _config_to_hf(family: HFFamily, cfg: Config) -> dict:
+    """``family.config_to_hf``, refusing a NormHead unless the config.json says ``norm_head``
+    (only Baichuan 2's layout does: any other would load back as a plain head)."""
+    hf_config = family.config_to_hf(cfg)
+    if cfg.model.norm_head and not hf_config.get("norm_head"):
+        raise UnsupportedConfig(f"{family.architecture} cannot express a NormHead (model.norm_head)")
+    return hf_config

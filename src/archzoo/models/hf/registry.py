@@ -6,7 +6,7 @@ the first architecture that can express its config is used.
 
 from __future__ import annotations
 
-from . import bloom, chatglm, deepseek, glm, llama, qwen, qwen_moe
+from . import baichuan, bloom, chatglm, deepseek, glm, llama, qwen, qwen_moe, qwen_v1
 from .family import HFFamily
 
 FAMILIES: list[HFFamily] = [
@@ -20,6 +20,9 @@ FAMILIES: list[HFFamily] = [
     deepseek.V2_FAMILY,
     qwen_moe.QWEN3_MOE_FAMILY,
     qwen_moe.QWEN2_MOE_FAMILY,
+    baichuan.BAICHUAN_7B_FAMILY,
+    baichuan.BAICHUAN_FAMILY,
+    qwen_v1.FAMILY,
 ]
 
 ARCHITECTURES: dict[str, HFFamily] = {f.architecture: f for f in FAMILIES}
