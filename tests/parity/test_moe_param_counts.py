@@ -61,6 +61,16 @@ RELEASED = {
         "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
                          "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
     }),
+    # DeepSeek-R1 is trained from DeepSeek-V3-Base: its config.json's architecture keys are V3's
+    "deepseek-r1": ("deepseek-ai/DeepSeek-R1", "DeepseekV3ForCausalLM", _DEEPSEEK_COMMON | {
+        "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128, "n_shared_experts": 1,
+        "n_routed_experts": 256, "num_experts_per_tok": 8, "routed_scaling_factor": 2.5, "topk_method": "noaux_tc",
+        "n_group": 8, "topk_group": 4, "scoring_func": "sigmoid", "norm_topk_prob": True,
+        "first_k_dense_replace": 3, "q_lora_rank": 1536, "num_nextn_predict_layers": 1,
+        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+                         "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+    }),
     "qwen1.5-moe-a2.7b": ("Qwen/Qwen1.5-MoE-A2.7B", "Qwen2MoeForCausalLM", {
         "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 5632, "moe_intermediate_size": 1408,
         "shared_expert_intermediate_size": 5632, "num_experts": 60, "num_experts_per_tok": 4,
@@ -103,6 +113,7 @@ PUBLISHED_ACTIVE = {
     "qwen3-30b-a3b": 3.3e9,  # model card: "30.5B total, 3.3B activated"
     "qwen3-235b-a22b": 22e9,  # model card: "235B total, 22B activated"
     "deepseek-v3": 37e9,  # DeepSeek-V3 report: "671B total, 37B activated for each token"
+    "deepseek-r1": 37e9,  # DeepSeek-R1 model card: "671B total, 37B activated"
     "deepseek-v2": 21e9,  # DeepSeek-V2 report: "236B total, 21B activated"
     "qwen1.5-moe-a2.7b": 2.7e9,  # model card: "2.7B activated"
     "qwen2-57b-a14b": 14e9,  # Qwen2 report: "57B total, 14B activated"
@@ -204,8 +215,10 @@ def test_every_released_moe_config_is_checked():
         name
         for name, path in config_paths().items()
         if path.parent.name in ("deepseek", "qwen-moe") and not name.endswith("-tiny")
+        and archzoo.load_config(path).moe is not None
     }
-    assert released_moe == set(RELEASED)
+    # DeepSeekMoE 16B: no transformers class; counted by a closed form in test_added_configs.py
+    assert released_moe == set(RELEASED) | {"deepseek-moe-16b"}
 
 
 def test_count_params_builds_nothing_real():
