@@ -391,17 +391,34 @@ def glm_to_chatglm3(state: dict, n_layers: int) -> dict:
     return out
 
 
+ARCH_CHATGLM3_TINY = {
+    "architectures": ["ChatGLMModel"], "model_type": "chatglm", "add_bias_linear": False, "add_qkv_bias": True,
+    "apply_residual_connection_post_layernorm": False, "ffn_hidden_size": 88, "hidden_size": 64,
+    "kv_channels": 16, "layernorm_epsilon": 1e-5, "multi_query_attention": True, "multi_query_group_num": 2,
+    "num_attention_heads": 4, "num_layers": 2, "original_rope": True, "padded_vocab_size": VOCAB,
+    "post_layer_norm": True, "rmsnorm": True, "seq_length": 64, "tie_word_embeddings": False,
+}  # fmt: skip
+"""chatglm3-6b's config.json keys (released_hf_configs_added), at GLM's sizes."""
+
+
 def test_chatglm3_folder_loads_to_glm_logits(tmp_path):
     torch.manual_seed(0)
     glm = transformers.GlmForCausalLM(GLM).eval()
     perturb(glm)
-    # chatglm3-6b's config.json keys (released_hf_configs_added), at GLM's sizes
-    config = {"architectures": ["ChatGLMModel"], "model_type": "chatglm", "add_bias_linear": False, "add_qkv_bias": True,
-              "apply_residual_connection_post_layernorm": False, "ffn_hidden_size": 88, "hidden_size": 64,
-              "kv_channels": 16, "layernorm_epsilon": 1e-5, "multi_query_attention": True, "multi_query_group_num": 2,
-              "num_attention_heads": 4, "num_layers": 2, "original_rope": True, "padded_vocab_size": VOCAB,
-              "post_layer_norm": True, "rmsnorm": True, "seq_length": 64, "tie_word_embeddings": False}  # fmt: skip
-    write_folder(tmp_path / "glm3", config, glm_to_chatglm3(hf_state(glm), 2))
+    write_folder(tmp_path / "glm3", ARCH_CHATGLM3_TINY, glm_to_chatglm3(hf_state(glm), 2))
     ours = archzoo.load_pretrained(tmp_path / "glm3")
     ids = batch()
     assert_close(our_logits(ours, ids), hf_logits(glm, ids))
+
+
+def test_chatglm3_folder_saved_as_glm_is_read_by_transformers_natively(tmp_path):
+    """The README's way out of remote code for ChatGLM2/3-style layers: save as GlmForCausalLM."""
+    torch.manual_seed(1)
+    glm = transformers.GlmForCausalLM(GLM).eval()
+    perturb(glm, seed=2)
+    write_folder(tmp_path / "glm3", {**ARCH_CHATGLM3_TINY}, glm_to_chatglm3(hf_state(glm), 2))
+    ours = archzoo.load_pretrained(tmp_path / "glm3")
+    archzoo.save_pretrained(ours, tmp_path / "hf", architecture="GlmForCausalLM")
+    native = transformers.GlmForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = batch(seed=3)
+    assert_close(hf_logits(native, ids), our_logits(ours, ids))

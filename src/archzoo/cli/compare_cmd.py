@@ -18,9 +18,9 @@ import argparse
 import json
 import sys
 
-from ..models.hf.config_json import load_any_config
 from ..inspect import count_params, dtype_bytes, estimate_memory
 from ..inspect.blocks import BLOCK_KINDS, BlockSize, measure_block
+from ..models.hf.config_json import load_any_config
 from .argtypes import non_negative_int, positive_int
 from .params_cmd import add_memory_arguments, human_bytes
 from .table import format_table, human

@@ -9,8 +9,8 @@ import argparse
 import json
 
 from ..config import Config
-from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 from ..inspect import BYTES_PER_VALUE, COMPONENTS, MemoryReport, ParamReport, count_params, estimate_memory
+from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 from .argtypes import dtype_name, positive_int
 from .table import format_table, human
 

@@ -6,8 +6,8 @@ import argparse
 
 from torch import nn
 
-from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 from ..models.decoder import build_model
+from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
