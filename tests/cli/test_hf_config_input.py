@@ -80,7 +80,7 @@ def test_params_report_on_config_json_equals_the_report_on_its_toml(capsys, tmp_
 
 def test_show_and_compare_take_config_json(capsys):
     code, out, _ = run(capsys, "show", str(DATA / "Qwen-72B"))
-    assert code == 0 and "Qwen-72B" in out and "layer  79" in out
+    assert code == 0 and "Qwen-72B" in out and "0..79 (80 alike)" in out
     assert "q_proj: Linear  [weight [8192, 8192], bias [8192]]" in out  # c_attn, split
     code, out, _ = run(capsys, "compare", str(DATA / "TinyLlama-1.1B-Chat-v1.0" / "config.json"), "llama-tiny", "--json")
     columns = json.loads(out)
