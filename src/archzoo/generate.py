@@ -25,6 +25,8 @@ Face's prompt-plus-continuation layout when needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -145,6 +147,7 @@ def generate(
     top_p: float | None = None,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
+    on_token: Callable[[torch.Tensor], bool | None] | None = None,
 ) -> torch.Tensor:
     """Continue each prompt by up to ``max_new_tokens`` tokens; returns only the new ids ``[batch, new]``.
 
@@ -157,6 +160,8 @@ def generate(
         decoding stops early once every row is finished, so ``new`` may be
         shorter than ``max_new_tokens``.
     generator: a ``torch.Generator`` for reproducible sampling.
+    on_token: called with each step's new ids ``[batch]`` as soon as they are chosen (to stream
+        text); when it returns True, decoding stops after that token (e.g. an end-of-turn token).
     """
     _check_arguments(input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p)
     batch, seq = input_ids.shape
@@ -176,7 +181,8 @@ def generate(
             token = token.masked_fill(finished, eos_id)
             finished |= token == eos_id
         new_tokens.append(token)
-        if len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
+        stop = on_token is not None and bool(on_token(token))
+        if stop or len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
             break
         positions, mask = scheme.step()
         logits = model(token[:, None], mask, positions, cache, logits_to_keep=1)

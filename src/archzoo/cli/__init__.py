@@ -21,6 +21,7 @@ COMMANDS = {
     "import-config": "archzoo.cli.import_config_cmd",
     "mask": "archzoo.cli.mask_cmd",
     "generate": "archzoo.cli.generate_cmd",
+    "chat": "archzoo.cli.chat_cmd",
     "train": "archzoo.cli.train_cmd",
     "eval": "archzoo.cli.eval_cmd",
     "bench": "archzoo.cli.bench_cmd",

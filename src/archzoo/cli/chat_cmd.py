@@ -1,0 +1,71 @@
+"""Chat with a checkpoint folder: its chat template, a multi-turn history, answers streamed as they decode.
+
+archzoo chat path/to/hf-folder
+archzoo chat path/to/hf-folder --system "Answer briefly." < questions.txt
+
+Each line read from standard input is one user turn (typed, or piped: one answer
+per line of input, printed on its own line). The prompt is the folder's
+chat_template (tokenizer_config.json or chat_template.jinja) rendered over the
+whole conversation so far, or the vocabulary's own chat format (ChatGLM-6B's
+[Round N] prompt, Qwen v1's ChatML); an answer stops at an end-of-turn token (eos,
+generation_config.json's eos ids, the template's e.g. <|im_end|> / <|eot_id|>).
+Typed commands: /reset forgets the conversation, /exit (or end of input) quits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import InputError
+from ..models.hf import load_pretrained
+from ..text import Chat
+from .text_source import find_tokenizer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="FOLDER", help="a checkpoint folder with its tokenizer files")
+    parser.add_argument(
+        "--tokenizer", metavar="DIR", default=None, help="a folder with the tokenizer (default: the checkpoint folder)"
+    )
+    parser.add_argument("--system", default=None, help="a system message opening the conversation")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens (default 256)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="sample within the top-p probability mass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    tokenizer = find_tokenizer(args.folder, args.tokenizer)
+    if tokenizer is None:
+        raise InputError(f"{args.folder}: no tokenizer files to chat with; pass --tokenizer DIR")
+    model = load_pretrained(args.folder).eval()
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    if args.temperature > 0:
+        sampling["generator"] = torch.Generator().manual_seed(args.seed)
+    chat = Chat(model, tokenizer, max_new_tokens=args.max_new_tokens, system=args.system, sampling=sampling)
+    interactive = sys.stdin.isatty()
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        text = line.rstrip("\n")
+        if text.strip() == "/reset":
+            chat.reset()
+            continue
+        if not text.strip():
+            continue
+        chat.send(text, on_text=show)
+        print(flush=True)
