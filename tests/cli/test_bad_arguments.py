@@ -55,6 +55,10 @@ BAD = [
     (["generate", "llama-tiny", "--prompt-ids", "1,2", "--threads", "0"], "--threads"),
     (["generate", "llama-tiny", "--prompt-ids", "99999"], "--prompt-ids"),
     (["generate", "no-such", "--prompt-ids", "1"], "no-such"),
+    (["generate", "llama-tiny", "--prompt", "hi", "--tokenizer", "/nonexistent-tok"], "nonexistent-tok"),
+    (["chat", "/nonexistent-folder"], "nonexistent-folder"),
+    (["chat", "llama-tiny", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["chat", "llama-tiny", "--top-p", "2"], "--top-p"),
     (["bench", "llama-tiny", "--new-tokens", "-1"], "--new-tokens"),
     (["bench", "llama-tiny", "--batch", "0"], "--batch"),
     (["bench", "llama-tiny", "--seq-len", "0"], "--seq-len"),
@@ -78,7 +82,7 @@ def test_bad_argument_exits_non_zero_with_one_line(argv, names, capsys):
     assert names in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["bench", "generate", "params", "compare", "mask", "show", "list"])
+@pytest.mark.parametrize("command", ["bench", "generate", "chat", "params", "compare", "mask", "show", "list"])
 def test_every_flag_has_a_help_line_that_shows_its_default(command, capsys):
     parser = argparse.ArgumentParser(prog=f"archzoo {command}", formatter_class=HelpFormatter)
     __import__(COMMANDS[command], fromlist=["add_arguments"]).add_arguments(parser)
@@ -90,7 +94,7 @@ def test_every_flag_has_a_help_line_that_shows_its_default(command, capsys):
             assert "default" in (shown or text), f"{command} {action.option_strings}: default not shown"
 
 
-@pytest.mark.parametrize("command", ["compare", "mask", "generate"])
+@pytest.mark.parametrize("command", ["compare", "mask", "generate", "chat"])
 def test_help_keeps_the_examples_line_breaks(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])

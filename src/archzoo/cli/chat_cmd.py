@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
 from ..errors import InputError
 from ..models.hf import load_pretrained
 from ..text import Chat
+from .argtypes import non_negative_float, non_negative_int, positive_int, probability
+from .bench_cmd import add_threads_argument, set_threads
 from .text_source import find_tokenizer
 
 
@@ -31,16 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer", metavar="DIR", default=None, help="a folder with the tokenizer (default: the checkpoint folder)"
     )
     parser.add_argument("--system", default=None, help="a system message opening the conversation")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens (default 256)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="sample within the top-p probability mass")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest answer, in tokens")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy; > 0 samples")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=None, help="sample among the k most likely tokens (default: all)"
+    )
+    parser.add_argument(
+        "--top-p", type=probability, default=None, help="sample within the top-p probability mass (default: all)"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of sampling")
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_new_tokens < 1:
-        raise InputError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    set_threads(args.threads)
+    if not Path(args.folder).is_dir():
+        raise InputError(f"{args.folder}: not a folder (archzoo chat takes a checkpoint folder with its tokenizer)")
     tokenizer = find_tokenizer(args.folder, args.tokenizer)
     if tokenizer is None:
         raise InputError(f"{args.folder}: no tokenizer files to chat with; pass --tokenizer DIR")
