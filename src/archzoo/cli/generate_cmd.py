@@ -42,15 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens to generate")
     parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy; > 0 samples")
-    parser.add_argument(
-        "--top-k", type=positive_int, default=None, help="sample among the k most likely tokens (default: all)"
-    )
-    parser.add_argument(
-        "--top-p", type=probability, default=None, help="sample within the top-p probability mass (default: all)"
-    )
-    parser.add_argument(
-        "--eos-id", type=non_negative_int, default=None, help="stop at this token (default: the config's eos_id)"
-    )
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens (default: all)")
+    parser.add_argument("--top-p", type=probability, default=None, help="sample within the top-p probability mass (default: all)")
+    parser.add_argument("--eos-id", type=non_negative_int, default=None, help="stop at this token (default: the config's eos_id)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random init and of sampling")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
