@@ -85,8 +85,10 @@ def test_everything_checkable_is_checked_before_the_first_step(tmp_path, text, c
     assert main(["train", "llama-tiny", "--text", str(text), "--out", str(full), *QUICK]) == 2
     assert "not empty" in capsys.readouterr().err and (full / "keep.txt").read_text() == "mine"
     out = tmp_path / "out"
-    # baichuan-tiny's config has no Hugging Face architecture: --save could never be written
-    assert main(["train", "baichuan-tiny", "--text", str(text), "--out", str(out), "--save", str(tmp_path / "s"), *QUICK]) == 2
+    # a post-norm llama-tiny has no Hugging Face architecture: --save could never be written
+    post_norm = tmp_path / "post-norm.toml"
+    post_norm.write_text(_post_norm_toml())
+    assert main(["train", str(post_norm), "--text", str(text), "--out", str(out), "--save", str(tmp_path / "s"), *QUICK]) == 2
     assert "no Hugging Face architecture" in capsys.readouterr().err and not out.exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -139,3 +141,12 @@ def test_fine_tuning_starts_from_the_folder_weights(tmp_path, text):
     # the same float32 forward on the same weights and windows: identical up to kernel choice (~1e-6)
     assert result.records[0]["loss"] == pytest.approx(expected, rel=1e-5)
     assert json.loads((tmp_path / "ft" / "run.json").read_text())["source"] == {"checkpoint": str((tmp_path / "base").resolve())}
+
+
+def _post_norm_toml() -> str:
+    """llama-tiny with post-norm residuals, which no supported Hugging Face architecture expresses."""
+    from archzoo.config.toml_write import dumps
+
+    data = archzoo.config.load_config("llama-tiny").to_dict()
+    data["norm"] = {**data.get("norm", {}), "placement": "post"}
+    return dumps(data)
