@@ -13,7 +13,7 @@ The public API::
     archzoo.save_adapter(model, "adapter/")                                  # PEFT's format
 """
 
-from .adapters import add_lora, load_adapter, merge_lora, save_adapter, unmerge_lora
+from .adapters import add_lora, add_prefix, load_adapter, merge_lora, save_adapter, unmerge_lora
 from .config import Config, ConfigError, load_config
 from .errors import ArchzooError, CheckpointError, InputError
 from .generate import generate
@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "InputError",
     "add_lora",
+    "add_prefix",
     "load_adapter",
     "merge_lora",
     "save_adapter",

@@ -6,5 +6,6 @@ them into a model by name, freezes the rest, and reads and writes adapter folder
 
 from .io import load_adapter, save_adapter
 from .lora import add_lora, merge_lora, unmerge_lora
+from .prefix import add_prefix
 
-__all__ = ["add_lora", "load_adapter", "merge_lora", "save_adapter", "unmerge_lora"]
+__all__ = ["add_lora", "add_prefix", "load_adapter", "merge_lora", "save_adapter", "unmerge_lora"]

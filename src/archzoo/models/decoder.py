@@ -81,13 +81,14 @@ class CausalLM(nn.Module):
         if cfg.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.activation_checkpointing = False  # recompute each layer in backward (train/recompute.py)
+        self.prefix = None  # P-tuning v2 keys/values ahead of every layer's (blocks/prefix.py, add_prefix)
         if not self.embed.weight.is_meta:
             with torch.no_grad():
                 init_weights(self)
 
     def new_cache(self, max_len: int) -> KVCache:
-        """An empty KV cache for up to ``max_len`` slots (prompt + generated)."""
-        return KVCache(len(self.layers), max_len)
+        """An empty KV cache for up to ``max_len`` slots (prompt + generated; a prefix's slots come on top)."""
+        return KVCache(len(self.layers), max_len + (self.prefix.length if self.prefix is not None else 0))
 
     def attention_context(
         self,
@@ -130,6 +131,9 @@ class CausalLM(nn.Module):
         """
         batch, seq = input_ids.shape
         past = cache.length if cache is not None else 0
+        layer_caches = cache.layers if cache is not None else [None] * len(self.layers)
+        if self.prefix is not None:  # the prefix is every layer's past; the mask gains its slots
+            layer_caches, attention_mask, past = self.prefix.as_past(cache, batch, attention_mask)
         hidden = self.embed(input_ids)
         scale = self.config.model.embedding_grad_scale
         if scale != 1.0 and torch.is_grad_enabled():
@@ -140,8 +144,7 @@ class CausalLM(nn.Module):
         if self.embed_norm is not None:
             hidden = self.embed_norm(hidden)
         ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
-        for index, layer in enumerate(self.layers):
-            layer_cache = cache[index] if cache is not None else None
+        for layer, layer_cache in zip(self.layers, layer_caches):
             if self.activation_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(layer, hidden, ctx, layer_cache, use_reentrant=False)
             else:
