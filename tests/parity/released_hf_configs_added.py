@@ -25,6 +25,7 @@ _LLAMA32_ROPE = {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0
                  "original_max_position_embeddings": 8192, "rope_type": "llama3"}  # fmt: skip
 _MLC = "mlc-ai/mlc-llm python/mlc_llm/model/model_preset.py (copies of the released config.json files)"
 _PROF = "citsjtu2020/LLM-Prof sglang/Model_Config.md (copies of the released config.json files)"
+RECALLED = "no public copy found here: values as released, the count cross-checked with the hub's size"
 
 RELEASED_ADDED = {
     # ---- Llama 3.2 (tied head, head_dim set, llama3 RoPE scaling x32) ----
@@ -35,15 +36,16 @@ RELEASED_ADDED = {
         "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
         "num_key_value_heads": 8, "head_dim": 128, "rope_scaling": _LLAMA32_ROPE, "tie_word_embeddings": True}},
     # ---- Qwen1.5 (Qwen2ForCausalLM; no GQA below 32B) ----
-    "qwen1.5-7b": {"repo": "Qwen/Qwen1.5-7B", "copied_from": "model card", "config": _QWEN2 | {
+    "qwen1.5-7b": {"repo": "Qwen/Qwen1.5-7B", "copied_from": RECALLED, "config": _QWEN2 | {
         "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
         "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 32768,
         "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": False}},
-    "qwen1.5-14b": {"repo": "Qwen/Qwen1.5-14B", "copied_from": "model card", "config": _QWEN2 | {
+    "qwen1.5-14b": {"repo": "Qwen/Qwen1.5-14B", "copied_from": RECALLED, "config": _QWEN2 | {
         "vocab_size": 152064, "hidden_size": 5120, "intermediate_size": 13696, "num_hidden_layers": 40,
         "num_attention_heads": 40, "num_key_value_heads": 40, "max_position_embeddings": 32768,
         "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": False}},
-    "qwen1.5-72b": {"repo": "Qwen/Qwen1.5-72B", "copied_from": "model card", "config": _QWEN2 | {
+    "qwen1.5-72b": {"repo": "Qwen/Qwen1.5-72B", "copied_from": RECALLED + "; the layer keys also match the Qwen1.5-72B-Chat"
+        " config a public frankenmerge script copies (hidden 8192, intermediate 24576, 64/64 heads, eps 1e-6, theta 1e6)", "config": _QWEN2 | {
         "vocab_size": 152064, "hidden_size": 8192, "intermediate_size": 24576, "num_hidden_layers": 80,
         "num_attention_heads": 64, "num_key_value_heads": 64, "max_position_embeddings": 32768,
         "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": False}},
@@ -70,7 +72,7 @@ RELEASED_ADDED = {
         "hidden_size": 5120, "intermediate_size": 25600, "num_hidden_layers": 64, "num_attention_heads": 64,
         "num_key_value_heads": 8, "tie_word_embeddings": False}},
     # ---- Qwen (v1) 14B: remote code, intermediate_size counts both SwiGLU halves ----
-    "qwen-14b": {"repo": "Qwen/Qwen-14B", "copied_from": "model card", "config": {
+    "qwen-14b": {"repo": "Qwen/Qwen-14B", "copied_from": RECALLED, "config": {
         "architectures": ["QWenLMHeadModel"], "model_type": "qwen",
         "vocab_size": 152064, "hidden_size": 5120, "intermediate_size": 27392,
         "num_hidden_layers": 40, "num_attention_heads": 40, "kv_channels": 128,
@@ -79,36 +81,36 @@ RELEASED_ADDED = {
         "use_dynamic_ntk": True, "use_logn_attn": True, "no_bias": True,
         "tie_word_embeddings": False}},
     # ---- Yi (LlamaForCausalLM) ----
-    "yi-9b": {"repo": "01-ai/Yi-9B", "copied_from": "model card", "config": {
+    "yi-9b": {"repo": "01-ai/Yi-9B", "copied_from": RECALLED, "config": {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": 64000, "hidden_size": 4096, "intermediate_size": 11008,
         "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
         "hidden_act": "silu", "tie_word_embeddings": False}},
-    "yi-1.5-6b": {"repo": "01-ai/Yi-1.5-6B", "copied_from": "model card", "config": {
+    "yi-1.5-6b": {"repo": "01-ai/Yi-1.5-6B", "copied_from": RECALLED, "config": {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": 64000, "hidden_size": 4096, "intermediate_size": 11008,
         "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 4,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 5000000.0,
         "hidden_act": "silu", "tie_word_embeddings": False}},
-    "yi-1.5-34b": {"repo": "01-ai/Yi-1.5-34B", "copied_from": "model card", "config": {
+    "yi-1.5-34b": {"repo": "01-ai/Yi-1.5-34B", "copied_from": RECALLED, "config": {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": 64000, "hidden_size": 7168, "intermediate_size": 20480,
         "num_hidden_layers": 60, "num_attention_heads": 56, "num_key_value_heads": 8,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 5000000.0,
         "hidden_act": "silu", "tie_word_embeddings": False}},
     # ---- DeepSeek-R1 distills: Qwen2.5-Math / Llama 3.1 shapes, DeepSeek's weights ----
-    "deepseek-r1-distill-qwen-1.5b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "copied_from": "model card",
+    "deepseek-r1-distill-qwen-1.5b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "copied_from": RECALLED,
         "config": _QWEN2 | {
         "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
         "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 131072,
         "rms_norm_eps": 1e-06, "rope_theta": 10000, "tie_word_embeddings": False}},
-    "deepseek-r1-distill-qwen-7b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "copied_from": "model card",
+    "deepseek-r1-distill-qwen-7b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "copied_from": RECALLED,
         "config": _QWEN2 | {
         "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
         "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 131072,
         "rms_norm_eps": 1e-06, "rope_theta": 10000, "tie_word_embeddings": False}},
-    "deepseek-r1-distill-llama-8b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "copied_from": "model card",
+    "deepseek-r1-distill-llama-8b": {"repo": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "copied_from": RECALLED,
         "config": _LLAMA3 | {
         "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
         "num_key_value_heads": 8,
@@ -156,3 +158,11 @@ REMOTE_CODE_ADDED = {
         "tie_word_embeddings": False, "vocab_size": 102400, "bos_token_id": 100000, "eos_token_id": 100001}},
 }  # fmt: skip
 """Architectures ``transformers`` lacks: counted by closed forms in ``test_added_configs.py``."""
+
+HUB_SIZES = {
+    # the parameter count the Hugging Face hub shows for each checkpoint (from its safetensors), in billions
+    "qwen1.5-7b": 7.72, "qwen1.5-14b": 14.2, "qwen1.5-72b": 72.3, "qwen-14b": 14.2,
+    "yi-9b": 8.83, "yi-1.5-6b": 6.06, "yi-1.5-34b": 34.4,
+    "deepseek-r1-distill-qwen-1.5b": 1.78, "deepseek-r1-distill-qwen-7b": 7.62, "deepseek-r1-distill-llama-8b": 8.03,
+}  # fmt: skip
+"""Independent sizes for the entries whose config.json was not found in a stored copy."""

@@ -140,3 +140,15 @@ def test_deepseek_moe_16b_count_by_closed_form():
     assert (m.n_experts, m.top_k, m.expert_hidden, m.n_shared_experts) == (E, c["num_experts_per_tok"], e, S)
     assert m.first_dense_layers == dense and m.normalize_top_k == c["norm_topk_prob"] and m.scoring == "softmax"
     assert cfg.attention.kind == "mha" and cfg.n_kv_heads == c["num_key_value_heads"]
+
+
+@pytest.mark.parametrize("name", sorted(_added.HUB_SIZES))
+def test_recalled_configs_have_the_size_the_hub_shows(name):
+    assert RELEASED_ADDED[name]["copied_from"].startswith(_added.RECALLED)
+    total = archzoo.count_params(name).total / 1e9
+    assert f"{total:.3g}" == f"{_added.HUB_SIZES[name]:.3g}"
+
+
+def test_every_recalled_config_has_a_hub_size():
+    recalled = {name for name, entry in RELEASED_ADDED.items() if entry["copied_from"].startswith(_added.RECALLED)}
+    assert recalled == set(_added.HUB_SIZES)
