@@ -4,9 +4,12 @@ archzoo train llama-tiny                                  (the shipped Shakespea
 archzoo train llama-tiny --text notes.txt --steps 500 --out runs/notes
 archzoo train path/to/hf-folder --text corpus/ --lr 3e-4 --out runs/ft   (fine-tuning; the folder's tokenizer)
 archzoo train --resume runs/notes                         (continue from the newest checkpoint, bit-exactly)
+archzoo train hf-folder --lora rank=8,alpha=16,targets=q_proj,v_proj   (LoRA: only the adapters train)
+archzoo train hf-folder --prefix 16                       (P-tuning v2: 16 trainable key/value slots per layer)
 
 The run folder holds run.json, log.jsonl (one JSON object per step), loss.png,
-checkpoints/ and, at the end, model/ (a Hugging Face folder). Text is read with
+checkpoints/ and, at the end, model/ (a Hugging Face folder) or, with --lora /
+--prefix, adapter/ (PEFT's format: peft.PeftModel.from_pretrained reads it). Text is read with
 the checkpoint folder's tokenizer, else as UTF-8 bytes (vocabularies >= 256).
 """
 
@@ -57,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{text} (default: {getattr(DEFAULTS, name)})")
     parser.add_argument("--precision", choices=PRECISIONS, default=None, help=f"fp32; bf16 = autocast, fp32 weights and AdamW state; bf16-pure = all bf16 (default: {DEFAULTS.precision})")
     parser.add_argument("--checkpointing", action="store_true", default=None, help="activation checkpointing per decoder layer: less memory, ~1/3 more compute (default: off)")
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument(
+        "--lora", nargs="?", const="", metavar="SPEC",
+        help="train LoRA adapters only: rank=R,alpha=A,targets=NAME,NAME,...,dropout=P (default: rank=8,alpha=16,targets=q_proj,v_proj)",
+    )
+    method.add_argument("--prefix", type=int, metavar="LENGTH", help="train a P-tuning v2 prefix of LENGTH key/value slots per layer only")
+    parser.add_argument("--prefix-projection", type=int, metavar="HIDDEN", help="with --prefix: make it through Linear-tanh-Linear of this width")
     parser.add_argument("--stop-after", type=int, metavar="K", help="end after step K as if interrupted; --resume continues (default: run to the end)")
     parser.add_argument("--sample-tokens", type=int, default=200, help="tokens of the sample generated at the end; 0 = none (default: 200)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
@@ -66,6 +76,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> TrainSettings:
     given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
     return TrainSettings(**given).check()
+
+
+def method_from(args: argparse.Namespace):
+    """--lora / --prefix -> the training method (None: full training)."""
+    from ..train.adapter_methods import PrefixTraining, parse_lora
+
+    if args.prefix_projection is not None and args.prefix is None:
+        raise InputError("--prefix-projection: needs --prefix LENGTH")
+    if args.lora is not None:
+        return parse_lora(args.lora)
+    if args.prefix is not None:
+        if args.prefix < 1:
+            raise InputError(f"--prefix: the length must be >= 1, got {args.prefix}")
+        if args.prefix_projection is not None and args.prefix_projection < 1:
+            raise InputError(f"--prefix-projection: must be >= 1, got {args.prefix_projection}")
+        return PrefixTraining(args.prefix, args.prefix_projection or False)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sample_tokens < 0:
         raise InputError(f"--sample-tokens: must be >= 0, got {args.sample_tokens}")
     if args.resume is not None:
-        extra = [f"--{k.replace('_', '-')}" for k in [*FLAGS, "precision", "checkpointing", "text", "ids", "out", "save", "model"] if getattr(args, k, None)]
+        settable = [*FLAGS, "precision", "checkpointing", "text", "ids", "out", "save", "model", "prefix", "prefix_projection"]
+        extra = [f"--{k.replace('_', '-')}" for k in settable if getattr(args, k, None)]
+        extra += ["--lora"] if args.lora is not None else []
         if extra:
             raise InputError(f"--resume takes every setting from {args.resume}/run.json; drop {', '.join(extra)}")
         result = resume(args.resume, stop_after=args.stop_after, progress=not args.no_progress)
@@ -87,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give a config name or checkpoint folder to train, or --resume DIR")
         out = args.out or Path(DEFAULT_OUT.format(name=Path(args.model).stem if Path(args.model).suffix == ".toml" else Path(args.model).name))
         settings = settings_from(args)
+        method = method_from(args)
 
         def announce(trainer) -> None:
             n = sum(p.numel() for p in trainer.parameters)
@@ -100,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.model, out=out, text=args.text, ids=args.ids, settings=settings, save=args.save,
             overwrite=args.overwrite, stop_after=args.stop_after, progress=not args.no_progress, on_start=announce,
+            method=method,
         )
     report(result, args.sample_tokens)
     return 0

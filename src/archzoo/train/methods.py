@@ -22,12 +22,14 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .adapter_methods import LoRATraining, PrefixTraining
 
 
 class FullTraining:
     """Every parameter trains; the artefact is a Hugging Face checkpoint folder (``save_pretrained``)."""
 
     name = "full"
+    artefact = "model"  # the folder of the run that save() writes
 
     def spec(self) -> dict:
         return {"method": self.name}
@@ -89,5 +91,9 @@ def duplicate_keys(state: dict[str, torch.Tensor]) -> set[str]:
     return duplicates
 
 
-METHODS: dict[str, Callable[[dict], object]] = {"full": FullTraining.from_spec}
+METHODS: dict[str, Callable[[dict], object]] = {
+    "full": FullTraining.from_spec,
+    "lora": LoRATraining.from_spec,
+    "prefix": PrefixTraining.from_spec,
+}
 """``spec["method"]`` -> constructor from the spec; parameter-efficient methods add themselves here."""

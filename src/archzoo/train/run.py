@@ -58,13 +58,15 @@ class RunResult:
 
 
 def build_source_model(source: dict, seed: int) -> nn.Module:
-    """The model a run starts from: a checkpoint folder's weights, or a config's seeded random init."""
+    """The model a run starts from: a checkpoint folder's weights, or a config's seeded random init.
+
+    The RNG is seeded either way: adapters added next (LoRA's A) draw from it."""
     from ..models.decoder import build_model
     from ..models.hf import load_pretrained
 
+    torch.manual_seed(seed)
     if "checkpoint" in source:
         return load_pretrained(source["checkpoint"])
-    torch.manual_seed(seed)
     return build_model(Config.from_dict(source["config_dict"], source["config"]))
 
 
@@ -239,7 +241,7 @@ def _save_artefacts(result: RunResult, trainer: Trainer, info: dict) -> None:
     from ..models.hf import UnsupportedConfig
 
     model, method = trainer.model, trainer.method
-    target = result.out / "model"
+    target = result.out / getattr(method, "artefact", "model")
     try:
         method.check_save(model, target)
     except UnsupportedConfig as err:
