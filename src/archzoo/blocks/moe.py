@@ -9,9 +9,10 @@ E_i are the routed experts (``experts.py``), chosen and weighted by the router
 Qwen2-MoE: one, of width ``shared_hidden``), with g(x) = sigmoid(w_g . x) for
 Qwen2-MoE's ``shared_gate`` and g = 1 otherwise.
 
-Training signals, read after a forward:
+A forward returns an ``MoEOutput``: the output and the training signals of
+that call (nothing is kept on the module, so two calls never mix them up):
 
-``last_aux_loss`` (training mode, ``aux_loss_coef`` > 0): the Switch / GShard
+``aux_loss`` (training mode, ``aux_loss_coef`` > 0; else None): the Switch / GShard
 load-balancing loss as transformers computes it for Qwen-MoE,
 
     L_aux = coef * E * sum_i f_i P_i,    f_i = (tokens routed to i) / T,
@@ -22,16 +23,18 @@ over the T tokens of the batch, with s' the router scores normalised to sum to
 top-k routing sum_i f_i = k, so a perfectly even router gives coef * k
 (DeepSeek-V2 writes the same loss divided by k).
 
-``last_expert_load``: tokens routed to each expert, ``[E]``.
+``expert_load``: tokens routed to each expert, ``[E]``.
 
 ``update_router_bias``: DeepSeek-V3's auxiliary-loss-free balancing,
 b_i <- b_i + gamma * sign(mean_j load_j - load_i), applied outside autograd
-to the correction bias of every router.
+to the correction bias of every router, from the loads of the forward it is
+given (``model(..., return_dict=True).expert_loads``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,6 +50,21 @@ def load_balancing_loss(scores: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     fraction = counts.to(scores.dtype) / n_tokens
     probability = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=0)
     return n_experts * (fraction * probability).sum()
+
+
+@dataclass
+class MoEOutput:
+    """One MoE forward: its output and the routing signals of this call."""
+
+    hidden: torch.Tensor  # the layer's output, shaped as its input
+    indices: torch.Tensor  # [T, k] experts chosen for each token
+    n_experts: int
+    aux_loss: torch.Tensor | None = None  # coef * L_aux; training mode with aux_loss_coef > 0 only
+
+    @property
+    def expert_load(self) -> torch.Tensor:
+        """Tokens routed to each expert, ``[E]`` (counted on demand: decoding never asks)."""
+        return torch.bincount(self.indices.flatten(), minlength=self.n_experts)
 
 
 class MoE(nn.Module):
@@ -72,10 +90,8 @@ class MoE(nn.Module):
         self.shared_gate = nn.Linear(d_model, 1, bias=False) if shared_gate else None
         self.aux_loss_coef = aux_loss_coef
         self.bias_update_rate = bias_update_rate
-        self.last_aux_loss: torch.Tensor | None = None
-        self.last_indices: torch.Tensor | None = None  # [N, k] experts chosen in the last forward
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> MoEOutput:
         tokens = x.reshape(-1, x.shape[-1])
         routing = self.router(tokens)
         out = self.experts(tokens, routing.indices, routing.weights)
@@ -84,24 +100,16 @@ class MoE(nn.Module):
             if self.shared_gate is not None:
                 shared = torch.sigmoid(self.shared_gate(tokens)) * shared
             out = out + shared
-        self.last_indices = routing.indices
-        self.last_aux_loss = None
+        result = MoEOutput(out.view(x.shape), routing.indices, self.router.n_experts)
         if self.training and self.aux_loss_coef > 0:
-            self.last_aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, self.last_expert_load)
-        return out.view(x.shape)
-
-    @property
-    def last_expert_load(self) -> torch.Tensor | None:
-        """Tokens routed to each expert in the last forward, ``[E]`` (None before any)."""
-        if self.last_indices is None:
-            return None
-        return torch.bincount(self.last_indices.flatten(), minlength=self.router.n_experts)
+            result.aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, result.expert_load)
+        return result
 
 
 @torch.no_grad()
 def update_router_bias(
     model_or_layer: nn.Module,
-    loads: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    loads: torch.Tensor | Sequence[torch.Tensor],
     rate: float | None = None,
 ) -> int:
     """DeepSeek-V3's aux-loss-free update: b_i += rate * sign(mean(load) - load_i).
@@ -109,8 +117,8 @@ def update_router_bias(
     model_or_layer: a model, an ``MoE`` layer or a ``Router``; every router with
         a correction bias inside it is updated, in module order.
     loads: tokens per expert, one ``[E]`` tensor per router (a list, e.g.
-        ``output.expert_loads``), a single tensor for a single router, or None
-        to use each layer's ``last_expert_load``.
+        ``model(ids, return_dict=True).expert_loads``), or a single tensor for a
+        single router (``MoE(...)(x).expert_load``).
     rate: gamma; None = each layer's ``bias_update_rate`` (the config's).
     Returns the number of routers updated.
     """
@@ -119,11 +127,7 @@ def update_router_bias(
     routers = [m for m in layers if isinstance(m, Router) and m.e_score_correction_bias is not None]
     if not routers:
         raise ValueError("update_router_bias: no router with a correction bias (moe.correction_bias = true) found")
-    if loads is None:
-        loads = [owners[id(r)].last_expert_load if id(r) in owners else None for r in routers]
-        if any(load is None for load in loads):
-            raise ValueError("update_router_bias: loads=None needs a forward pass first (last_expert_load is unset)")
-    elif isinstance(loads, torch.Tensor):
+    if isinstance(loads, torch.Tensor):
         loads = [loads]
     if len(loads) != len(routers):
         raise ValueError(f"update_router_bias: got {len(loads)} load tensors for {len(routers)} routers")

@@ -21,6 +21,7 @@ from ..blocks.alibi import Alibi
 from ..blocks.attention import AttentionContext
 from ..blocks.cache import KVCache, LayerCache
 from ..blocks.masks import build_mask
+from ..blocks.moe import MoEOutput
 from ..blocks.norm_head import NormHead
 from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
@@ -53,9 +54,24 @@ class DecoderLayer(nn.Module):
         self.wiring = select_wiring(cfg.norm.placement, cfg.norm.residual_from_normed)
         self.alpha = cfg.deepnorm_alpha
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        ctx: AttentionContext,
+        cache: LayerCache | None = None,
+        moe_outputs: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        """The layer's output; a MoE layer appends this call's ``MoEOutput`` to ``moe_outputs``."""
         x = self.wiring(x, lambda h: self.attn(h, ctx, cache), self.attn_norm, self.attn_post_norm, self.alpha)
-        return self.wiring(x, self.mlp, self.mlp_norm, self.mlp_post_norm, self.alpha)
+        return self.wiring(x, lambda h: self.feedforward(h, moe_outputs), self.mlp_norm, self.mlp_post_norm, self.alpha)
+
+    def feedforward(self, h: torch.Tensor, moe_outputs: list[MoEOutput] | None) -> torch.Tensor:
+        if self.plan.mlp == "dense":
+            return self.mlp(h)
+        out = self.mlp(h)
+        if moe_outputs is not None:
+            moe_outputs.append(out)
+        return out.hidden
 
 
 class CausalLM(nn.Module):
@@ -144,11 +160,13 @@ class CausalLM(nn.Module):
         if self.embed_norm is not None:
             hidden = self.embed_norm(hidden)
         ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
+        moe_outputs: list[MoEOutput] = []  # this call's routing signals, one per MoE layer
         for layer, layer_cache in zip(self.layers, layer_caches):
             if self.activation_checkpointing and torch.is_grad_enabled():
-                hidden = checkpoint(layer, hidden, ctx, layer_cache, use_reentrant=False)
+                # the backward's recomputation appends again; this call's output is read before that
+                hidden = checkpoint(layer, hidden, ctx, layer_cache, moe_outputs, use_reentrant=False)
             else:
-                hidden = layer(hidden, ctx, layer_cache)
+                hidden = layer(hidden, ctx, layer_cache, moe_outputs)
         if cache is not None:
             cache.advance(seq)
         if self.final_norm is not None:
@@ -158,12 +176,11 @@ class CausalLM(nn.Module):
         logits = self.lm_head(hidden)
         if not return_dict:
             return logits
-        moe_layers = [layer.mlp for layer in self.layers if layer.plan.mlp == "moe"]
-        aux = [m.last_aux_loss for m in moe_layers if m.last_aux_loss is not None]
+        aux = [out.aux_loss for out in moe_outputs if out.aux_loss is not None]
         return CausalLMOutput(
             logits=logits,
             aux_loss=torch.stack(aux).sum() if aux else None,
-            expert_loads=[m.last_expert_load for m in moe_layers],
+            expert_loads=[out.expert_load for out in moe_outputs],
         )
 
 
