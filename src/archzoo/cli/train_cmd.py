@@ -146,6 +146,9 @@ def report(result, sample_tokens: int) -> None:
     if val is not None:
         line += f", validation {val['val_loss']:.3f} (perplexity {val['val_ppl']:.2f})"
     print(line + f", {last['time']:.1f} s")
+    measured = next((r for r in records if "peak_tensor_bytes" in r), None)
+    if measured is not None:
+        print(memory_line(result, measured["peak_tensor_bytes"]))
     for note in result.notes:
         print(note)
     if not result.finished:
@@ -170,3 +173,19 @@ def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 4
     model = result.model.float().eval()
     new = generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed))
     return prompt + tokenizer.decode(new[0].tolist())
+
+
+def memory_line(result, measured: float) -> str:
+    """Measured peak tensor memory of a step beside ``estimate_memory``'s figure for the same step."""
+    from ..inspect import estimate_memory
+
+    s = result.settings
+    line = f"peak memory of a step: {measured / 2**20:,.1f} MiB of tensors measured"
+    if getattr(result, "method_name", "full") != "full":
+        return line
+    est = estimate_memory(
+        result.model.config, batch=s.batch, seq_len=s.seq_len, precision=s.precision, checkpointing=s.checkpointing
+    ).training_step
+    return line + f", {est.peak / 2**20:,.1f} MiB estimated (estimate_memory, {s.precision}" + (
+        ", checkpointing)" if s.checkpointing else ")"
+    )

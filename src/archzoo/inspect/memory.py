@@ -33,6 +33,7 @@ from ..models.builders import attention_on_meta
 from .activations import activation_bytes
 from .flops import FlopsReport, estimate_flops
 from .params import ParamReport, count_params
+from .train_step import TrainingStepMemory, training_step_memory
 
 BYTES_PER_VALUE = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 """Storage of one value per dtype name."""
@@ -67,6 +68,7 @@ class MemoryReport:
     training_bytes: float
     training_bytes_checkpointed: float
     flops: FlopsReport
+    training_step: TrainingStepMemory  # archzoo.train's own step at the chosen precision / checkpointing
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,12 +99,17 @@ def estimate_memory(
     seq_len: int | None = None,
     dtype: str = "bf16",
     params: ParamReport | None = None,
+    precision: str = "fp32",
+    checkpointing: bool = False,
 ) -> MemoryReport:
     """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
 
     batch: sequences at once (> 0). seq_len: tokens per sequence (> 0; unset =
     the config's max_seq_len). dtype: weights and KV cache for inference.
-    Training is mixed-precision AdamW whatever ``dtype`` says.
+    The ``training_*`` fields are the textbook mixed-precision figures (ZeRO, Korthikanti)
+    whatever ``dtype`` says; ``training_step`` is the peak of one step of ``archzoo.train``
+    at ``precision`` ("fp32", "bf16" autocast, "bf16-pure") with or without activation
+    ``checkpointing`` (``train_step.py``).
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
@@ -137,4 +144,7 @@ def estimate_memory(
         training_bytes=sum(state.values()) + acts,
         training_bytes_checkpointed=sum(state.values()) + acts_ckpt,
         flops=estimate_flops(cfg, report, seq_len),
+        training_step=training_step_memory(
+            cfg, batch=batch, seq_len=seq_len, params=n, precision=precision, checkpointing=checkpointing
+        ),
     )

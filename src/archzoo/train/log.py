@@ -5,7 +5,9 @@ Every line has ``step`` (1-based), ``tokens`` (training tokens seen so far),
 ``grad_norm`` (global L2 norm before clipping), ``tokens_per_s`` (the step's
 tokens over its wall time, evaluation and saving excluded) and ``time``
 (seconds since the run started, resumed parts included). MoE runs add
-``aux_loss``; evaluation steps add ``val_loss`` and ``val_ppl`` (= exp(val_loss)).
+``aux_loss``; evaluation steps add ``val_loss`` and ``val_ppl`` (= exp(val_loss)); the
+step whose memory was measured (the second, or the first after a resume) adds
+``peak_tensor_bytes`` (``memory.py``).
 Floats are written with Python's shortest round-trip repr, so two runs can be
 compared to the last bit.
 """

@@ -84,13 +84,15 @@ class Trainer:
             with forward_context(s.precision):
                 out = model(windows[:, :-1], return_dict=True)
                 loss = next_token_loss(out.logits, windows[:, 1:])
-            total = loss if out.aux_loss is None else loss + out.aux_loss
+            aux, step_loads = out.aux_loss, [load.detach() for load in out.expert_loads]
+            del out  # the logits (batch x seq x vocab floats): autograd keeps only what backward needs
+            total = loss if aux is None else loss + aux
             (total / s.accumulate).backward()
+            del total
             losses.append(loss.item())
-            if out.aux_loss is not None:
-                aux_losses.append(out.aux_loss.item())
+            if aux is not None:
+                aux_losses.append(aux.item())
             if self.updates_router_bias:
-                step_loads = [load.detach() for load in out.expert_loads]
                 loads = step_loads if loads is None else [a + b for a, b in zip(loads, step_loads)]
         max_norm = s.grad_clip if s.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)

@@ -34,6 +34,7 @@ from . import data as data_mod
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from .log import StepLog
 from .loop import Trainer
+from .memory import TensorMemory
 from .methods import METHODS, FullTraining
 from .plot import plot_losses
 from .progress import progress_bar
@@ -54,6 +55,8 @@ class RunResult:
     finished: bool  # False when stopped by stop_after before the last step
     artefact: Path | None = None  # OUT/model, when written
     data: data_mod.Split | None = None
+    settings: TrainSettings | None = None
+    method_name: str = "full"
     notes: list[str] = field(default_factory=list)
 
 
@@ -206,8 +209,14 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
     bar = progress_bar(s.steps, trainer.step, enabled=progress)
     finished = False
     try:
+        measure_at = trainer.step + (2 if trainer.step == 0 and s.steps > 1 else 1)  # a step with AdamW state
         while trainer.step < s.steps:
-            record = trainer.train_step()
+            if trainer.step + 1 == measure_at:
+                with TensorMemory().track_training(trainer.model, trainer.optimizer) as memory:
+                    record = trainer.train_step()
+                record["peak_tensor_bytes"] = memory.peak
+            else:
+                record = trainer.train_step()
             step = record["step"]
             last = step == s.steps
             if last or (s.eval_every and step % s.eval_every == 0):
@@ -229,7 +238,10 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
         finished = trainer.step >= s.steps
     finally:
         bar.close()
-    result = RunResult(out, trainer.model, tokenizer, records, finished, data=trainer.data)
+    result = RunResult(
+        out, trainer.model, tokenizer, records, finished, data=trainer.data, settings=s,
+        method_name=trainer.method.spec()["method"],
+    )  # fmt: skip
     if plot_losses(records, out / "loss.png", title) is None:
         result.notes.append("loss.png not drawn: matplotlib is not installed (pip install 'archzoo[plot]')")
     if finished:

@@ -1,0 +1,169 @@
+"""Peak memory of one step of archzoo's own training loop (``archzoo.train``), by precision and checkpointing.
+
+The textbook figures in ``memory.py`` (ZeRO's 16 bytes per parameter, Korthikanti's
+16-bit activations) describe a mixed-precision GPU recipe. This module counts what
+``archzoo.train`` actually holds, tensor by tensor, so that its figure can be set
+beside the live tensor bytes the loop measures (``archzoo.train.memory``).
+
+Per trainable parameter, with s the state dtype's bytes (4; 2 for ``bf16-pure``):
+
+    S  = weights (all parameters, at the model dtype) + 2 s (AdamW's first and second moments)
+    G  = s                                        the gradients
+
+Activations A kept for the backward pass, per token (b = act bytes: 4 fp32, else 2):
+
+    per layer   norms       fp32: x, x / rms(x), the output: 3 x 4 d;  bf16 autocast: 4 d + 4 d + a 2 d
+                            cast for the next matmul;  bf16-pure: x in fp32 4 d, 2 d + 2 d
+                attention   the block's activation_values() x b (Q, K, V and the output,
+                            as SDPA saves them) + a float32 log-sum-exp per head
+                MLP         SwiGLU / GeGLU: gate, its activation, up, their product: 4 h x b;
+                            GeLU: 2 h x b;  MoE: per chosen expert 2 d + 4 h_e values, router 4 E bytes
+    outside     the final norm as above, and the float32 log-softmax of the logits: 4 V
+    autocast    plus a bfloat16 copy of every weight a matmul uses (2 bytes each), kept for backward
+
+With activation checkpointing a layer keeps only its input (4 d, or 2 d in bf16-pure);
+one layer's activations are rebuilt at a time in the backward pass.
+
+Two moments in the step are the candidates for the peak:
+
+    backward starts   S + A + 2 L        L = 4 V per token: the float32 gradients of the
+                                          log-softmax output and of the logits, both live at once
+    optimizer step    S + G + 2 P s      AdamW (one tensor at a time on the CPU) makes two
+                                          temporaries the size of a parameter for its denominator,
+                                          sqrt(v) and sqrt(v) / bias correction; P = the largest one
+    (checkpointing)   S + G + one layer   the first layer is recomputed while nearly every
+                                          gradient exists
+
+and the peak is the largest. Not counted: the token ids, the RoPE / ALiBi tables and
+other buffers (a few MB at most), Python and allocator overhead (see ``archzoo.train.memory``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..config import Config
+from ..models.builders import attention_on_meta
+
+PRECISION_BYTES = {"fp32": (4, 4, 4), "bf16": (4, 4, 2), "bf16-pure": (2, 2, 2)}
+"""precision -> (weight bytes, optimizer-state and gradient bytes, activation bytes)."""
+
+
+@dataclass(frozen=True)
+class TrainingStepMemory:
+    """Bytes of one training step of ``archzoo.train`` (see the module docstring)."""
+
+    precision: str
+    checkpointing: bool
+    trainable_params: int
+    weights: float
+    optimizer_state: float
+    gradients: float
+    activations: float
+    logit_gradients: float
+    optimizer_temporaries: float
+    peak: float
+    peak_at: str  # "backward" | "optimizer step" | "recompute"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm_bytes(precision: str, d: int) -> float:
+    return {"fp32": 12 * d, "bf16": 10 * d, "bf16-pure": 8 * d}[precision]
+
+
+def _mlp_values(cfg: Config, moe_layer: bool) -> tuple[float, float]:
+    """(values at the activation dtype, float32 bytes) the feed-forward sublayer keeps per token."""
+    if moe_layer:
+        moe = cfg.moe
+        routed = moe.top_k * (2 * cfg.model.d_model + 4 * moe.expert_hidden)
+        return routed + 4 * moe.shared_width, 4 * moe.n_experts
+    return (4 if cfg.mlp.kind in ("swiglu", "geglu") else 2) * cfg.mlp_hidden, 0.0
+
+
+def layer_bytes_per_token(cfg: Config, precision: str, moe_layer: bool = False, attention_values: int | None = None) -> float:
+    """Bytes one decoder layer keeps per token for its backward pass (no checkpointing)."""
+    act = PRECISION_BYTES[precision][2]
+    d = cfg.model.d_model
+    norms = 4 if cfg.norm.placement == "sandwich" else 2
+    attention = attention_on_meta(cfg).activation_values() if attention_values is None else attention_values
+    mlp_values, mlp_fp32 = _mlp_values(cfg, moe_layer)
+    return norms * _norm_bytes(precision, d) + act * attention + 4 * cfg.n_heads + act * mlp_values + mlp_fp32
+
+
+def largest_parameter(cfg: Config) -> int:
+    """Elements of the largest single parameter tensor (embedding, a projection, stacked experts)."""
+    d = cfg.model.d_model
+    sizes = [cfg.model.vocab_size * d, cfg.mlp_hidden * d * (2 if cfg.mlp.kind in ("swiglu", "geglu") else 1)]
+    sizes.append(max(cfg.n_heads, cfg.n_kv_heads) * cfg.head_dim * d)
+    if cfg.moe is not None:
+        sizes.append(cfg.moe.n_experts * 2 * cfg.moe.expert_hidden * d)
+    return max(sizes)
+
+
+def training_step_memory(
+    cfg: Config,
+    *,
+    batch: int,
+    seq_len: int,
+    params: int,
+    precision: str = "fp32",
+    checkpointing: bool = False,
+    trainable: int | None = None,
+    largest_trainable: int | None = None,
+    extra_activation_bytes: float = 0.0,
+) -> TrainingStepMemory:
+    """The peak of one step (see the module docstring).
+
+    params: all parameters; trainable: those the optimizer updates (default: all);
+    largest_trainable: elements of the largest trainable tensor (default: the config's
+    largest); extra_activation_bytes: what an adapter adds to A (LoRA, prefixes).
+    """
+    if precision not in PRECISION_BYTES:
+        raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISION_BYTES)}")
+    weight_b, state_b, act_b = PRECISION_BYTES[precision]
+    trainable = params if trainable is None else trainable
+    largest = largest_parameter(cfg) if largest_trainable is None else largest_trainable
+    tokens = batch * seq_len
+    d, vocab = cfg.model.d_model, cfg.model.vocab_size
+    attention = attention_on_meta(cfg).activation_values()
+    layers = [layer_bytes_per_token(cfg, precision, plan.mlp == "moe", attention) for plan in cfg.layer_plan]
+    outside = _norm_bytes(precision, d) + 4 * vocab
+    weight_copies = 0.0
+    if precision == "bf16":  # autocast's bfloat16 copies of the matmul weights; the embedding lookup is no matmul
+        matmul_params = params - (0 if cfg.model.tie_embeddings else vocab * d)
+        weight_copies = 2 * matmul_params
+    if checkpointing:
+        kept_input = 2 * d if precision == "bf16-pure" else 4 * d
+        activations = tokens * (len(layers) * kept_input + outside)
+        if precision == "bf16":
+            weight_copies = 2 * vocab * d  # only the head's copy outlives the forward pass
+    else:
+        activations = tokens * (sum(layers) + outside)
+    activations += weight_copies + extra_activation_bytes
+    weights = params * weight_b
+    state = 2 * trainable * state_b
+    gradients = trainable * state_b
+    logit_gradients = 2 * 4 * tokens * vocab
+    temporaries = 2 * largest * state_b
+    candidates = {
+        "backward": weights + state + activations + logit_gradients,
+        "optimizer step": weights + state + gradients + temporaries,
+    }
+    if checkpointing:
+        candidates["recompute"] = weights + state + gradients + tokens * max(layers)
+    peak_at = max(candidates, key=candidates.get)
+    return TrainingStepMemory(
+        precision=precision,
+        checkpointing=checkpointing,
+        trainable_params=trainable,
+        weights=weights,
+        optimizer_state=state,
+        gradients=gradients,
+        activations=activations,
+        logit_gradients=logit_gradients,
+        optimizer_temporaries=temporaries,
+        peak=candidates[peak_at],
+        peak_at=peak_at,
+    )

@@ -1,0 +1,47 @@
+"""Measured tensor memory counts what is allocated, and estimate_memory's step figure matches it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archzoo
+from archzoo.config import Config
+from archzoo.train import Split, Trainer, TrainSettings
+from archzoo.train.memory import TensorMemory
+
+
+def test_tensor_memory_counts_each_storage_once_until_it_is_freed():
+    with TensorMemory() as mem:
+        a = torch.ones(1000)  # 4000 bytes
+        view = a[:10]  # shares a's storage: nothing new
+        b = torch.ones(500, dtype=torch.float64)  # 4000 bytes
+        del b
+        c = torch.ones(250)  # 1000 bytes, after b is gone
+    assert mem.peak == 8000 and mem.current == 5000
+    del a, view, c
+
+
+def small_llama(vocab=2048, d=128, layers=2, hidden=352) -> Config:
+    data = archzoo.load_config("llama-tiny").to_dict()
+    data["model"].update(vocab_size=vocab, d_model=d, n_layers=layers)
+    data["mlp"] = {"hidden": hidden}
+    return Config.from_dict(data)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-pure"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_estimate_memory_predicts_the_measured_peak_of_a_step(precision, checkpointing):
+    """The issue's bar is 15%; the model counts archzoo's tensors one by one, so it lands far closer.
+    Two configs: one where the logits dominate (vocab 2048) and one where the layers do (long sequences)."""
+    for cfg, batch, seq in ((small_llama(), 4, 64), (small_llama(vocab=512, layers=3), 2, 256)):
+        torch.manual_seed(0)
+        model = archzoo.build_model(cfg)
+        ids = torch.randint(0, cfg.model.vocab_size, (4000,))
+        settings = TrainSettings(steps=3, batch=batch, seq_len=seq, precision=precision, checkpointing=checkpointing, val_fraction=0.0)
+        trainer = Trainer(model, Split(ids, ids[:0]), settings)
+        trainer.train_step()  # AdamW's moments exist from here on
+        with TensorMemory().track_training(model, trainer.optimizer) as mem:
+            trainer.train_step()
+        estimate = archzoo.estimate_memory(cfg, batch=batch, seq_len=seq, precision=precision, checkpointing=checkpointing)
+        assert estimate.training_step.peak == pytest.approx(mem.peak, rel=0.15), (cfg.model.vocab_size, estimate.training_step)
