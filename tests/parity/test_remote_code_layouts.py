@@ -136,6 +136,7 @@ def test_baichuan_7b_saved_by_archzoo_is_read_by_llama(tmp_path, llama):
     ours = archzoo.load_pretrained(tmp_path / "bc")
     tensors, config = saved_tensors(ours, tmp_path / "back", "BaiChuanForCausalLM")
     assert config["architectures"] == ["BaiChuanForCausalLM"] and "model.layers.0.self_attn.W_pack.weight" in tensors
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_baichuan.BaiChuanForCausalLM"  # as released
     back = transformers.LlamaForCausalLM(LLAMA).eval()
     back.load_state_dict(w_pack_to_llama(tensors, 2), strict=True)
     ids = batch(seed=1)
@@ -356,6 +357,7 @@ def test_qwen_v1_saved_by_archzoo_is_read_as_qwen2(tmp_path, qwen2):
     ours = archzoo.load_pretrained(tmp_path / "qwen")
     tensors, config = saved_tensors(ours, tmp_path / "back", "QWenLMHeadModel")
     assert config["intermediate_size"] == 176 and config["no_bias"] is True
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_qwen.QWenLMHeadModel"  # as Qwen-72B's config.json
     assert (config["use_dynamic_ntk"], config["use_logn_attn"]) == (False, False)  # not implemented: not claimed
     back = transformers.Qwen2ForCausalLM(QWEN2).eval()
     back.load_state_dict(qwen_v1_to_qwen2(tensors, 2), strict=True)

@@ -13,6 +13,9 @@ checkpoint decides, and this map follows it (as vLLM does):
 Folders archzoo writes say both outright, in vLLM's spelling
 (``"position_embedding": "ROPE" | "ALIBI"``) and ``"norm_head": true | false``;
 the remote code ignores keys it does not know, and those keys win on load.
+They also carry the released ``auto_map``, so the original ``modeling_baichuan.py``
+and ``configuration_baichuan.py`` copied into the folder load it with
+``trust_remote_code=True``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ BAICHUAN_7B = "BaiChuanForCausalLM"
 BAICHUAN = "BaichuanForCausalLM"
 BAICHUAN2_VOCAB = 125696
 ROPE_WIDTH = 4096  # the released RoPE models (Baichuan-7B, Baichuan 2 7B) are the 4096-wide ones
+AUTO_MAP = {  # what the released config.json names, so trust_remote_code finds the modeling files
+    BAICHUAN_7B: {"AutoConfig": "configuration_baichuan.BaiChuanConfig", "AutoModelForCausalLM": "modeling_baichuan.BaiChuanForCausalLM"},
+    BAICHUAN: {"AutoConfig": "configuration_baichuan.BaichuanConfig", "AutoModelForCausalLM": "modeling_baichuan.BaichuanForCausalLM"},
+}
 
 
 def uses_rope(hf: dict, architecture: str) -> bool:
@@ -78,6 +85,7 @@ def config_to_hf(cfg: Config, architecture: str) -> dict:
     require(architecture == BAICHUAN or (rope and not m.norm_head), architecture, "ALiBi or a NormHead (Baichuan-7B has neither)")
     out = {
         "architectures": [architecture],
+        "auto_map": AUTO_MAP[architecture],
         "model_type": "baichuan",
         "vocab_size": m.vocab_size,
         "hidden_size": m.d_model,

@@ -32,6 +32,11 @@ from .rules import Drop, Rename, SplitFused, fuse_blocks, fuse_per_head, split_b
 
 ARCHITECTURE = "ChatGLMModel"
 CHATGLM6B_ALPHA = math.sqrt(2 * 28)  # GLMBlock's num_layers default; ChatGLMModel never passes it
+AUTO_MAP = {  # as the released config.json files name THUDM's modeling files (for trust_remote_code)
+    "AutoConfig": "configuration_chatglm.ChatGLMConfig",
+    "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration",
+}
 
 
 def is_v1(hf: dict) -> bool:
@@ -137,6 +142,7 @@ def v1_to_hf(cfg: Config) -> dict:
     require(not cfg.model.tie_embeddings and not cfg.model.embedding_norm, ARCHITECTURE, "tied heads or an embedding norm")
     out = {
         "architectures": [ARCHITECTURE],
+        "auto_map": AUTO_MAP,
         "model_type": "chatglm",
         "vocab_size": cfg.model.vocab_size,
         "hidden_size": cfg.model.d_model,
@@ -166,6 +172,7 @@ def v2_to_hf(cfg: Config) -> dict:
     require(m.kind == "swiglu" and m.gated_half_order == "gate_first", ARCHITECTURE, "v2 MLPs other than gate-first SwiGLU")
     return {
         "architectures": [ARCHITECTURE],
+        "auto_map": AUTO_MAP,
         "model_type": "chatglm",
         "vocab_size": cfg.model.vocab_size,
         "padded_vocab_size": cfg.model.vocab_size,

@@ -74,6 +74,7 @@ def config_to_hf(cfg: Config) -> dict:
     require(cfg.mlp.kind == "swiglu" and not m.norm_head, ARCHITECTURE, "MLPs other than SwiGLU, or a NormHead")
     return {
         "architectures": [ARCHITECTURE],
+        "auto_map": {"AutoConfig": "configuration_qwen.QWenConfig", "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"},
         "model_type": "qwen",
         "vocab_size": m.vocab_size,
         "hidden_size": m.d_model,
