@@ -6,7 +6,7 @@ Every line has ``step`` (1-based), ``tokens`` (training tokens seen so far),
 tokens over its wall time, evaluation and saving excluded) and ``time``
 (seconds since the run started, resumed parts included). MoE runs add
 ``aux_loss``; evaluation steps add ``val_loss`` and ``val_ppl`` (= exp(val_loss)); the
-step whose memory was measured (the second, or the first after a resume) adds
+step whose memory was measured (the second: the first with AdamW's state) adds
 ``peak_tensor_bytes`` (``memory.py``).
 Floats are written with Python's shortest round-trip repr, so two runs can be
 compared to the last bit.

@@ -209,7 +209,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
     bar = progress_bar(s.steps, trainer.step, enabled=progress)
     finished = False
     try:
-        measure_at = trainer.step + (2 if trainer.step == 0 and s.steps > 1 else 1)  # a step with AdamW state
+        measure_at = min(2, s.steps)  # the first step with AdamW's state; the same step in a resumed run
         while trainer.step < s.steps:
             if trainer.step + 1 == measure_at:
                 with TensorMemory().track_training(trainer.model, trainer.optimizer) as memory:
