@@ -126,6 +126,7 @@ def _released_config_jsons() -> dict[str, dict]:
         "BaiChuanForCausalLM": dense["baichuan-7b"]["config"],
         "BaichuanForCausalLM": added.REMOTE_CODE_ADDED["baichuan2-13b"]["config"],
         "QWenLMHeadModel": json.loads((DATA / "Qwen-72B" / "config.json").read_text()),
+        "DeepseekForCausalLM": added.REMOTE_CODE_ADDED["deepseek-moe-16b"]["config"],
     }
     return cases
 

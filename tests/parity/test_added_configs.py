@@ -36,7 +36,7 @@ def _load_sibling(name: str):
 
 _added = _load_sibling("released_hf_configs_added")
 RELEASED_ADDED, REMOTE = _added.RELEASED_ADDED, _added.REMOTE_CODE_ADDED
-MAPPED = sorted(set(RELEASED_ADDED) | {"baichuan2-7b", "baichuan2-13b", "chatglm3-6b"})
+MAPPED = sorted(set(RELEASED_ADDED) | {"baichuan2-7b", "baichuan2-13b", "chatglm3-6b", "deepseek-moe-16b"})
 
 
 def sections(cfg: Config) -> dict:

@@ -1,4 +1,4 @@
-"""Remote-code layouts (no ``transformers`` class): Baichuan, Baichuan 2, Qwen v1, ChatGLM3.
+"""Remote-code layouts (no ``transformers`` class): Baichuan, Baichuan 2, Qwen v1, ChatGLM3, DeepSeekMoE.
 
 Where ``transformers`` has a class of the same network under other names, the
 test converts between the two key layouts itself, from the remote code's
@@ -8,8 +8,9 @@ definition (W_pack = [Q | K | V] rows; Qwen v1's c_attn = [Q | K | V] with bias,
     transformers model -> remote-code folder -> archzoo.load_pretrained : same logits
     archzoo model -> save_pretrained (remote-code folder) -> transformers model : same logits
 
-Baichuan-13B's ALiBi network has no such class: its reference forward is written
-below from the architecture's equations, on the remote-code tensors directly.
+Baichuan-13B's ALiBi network and DeepSeekMoE (MHA with DeepSeek's MoE layer) have
+no such class: their reference forwards are written below from the architectures'
+equations, on the remote-code tensors directly.
 Baichuan 2's NormHead is checked against its equation, logits_v = h . w_v / ||w_v||.
 
 Tolerance 1e-5 on float32 logits of size ~1: the two sides compute the same sums
@@ -424,3 +425,88 @@ def test_chatglm3_folder_saved_as_glm_is_read_by_transformers_natively(tmp_path)
     native = transformers.GlmForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids = batch(seed=3)
     assert_close(hf_logits(native, ids), our_logits(ours, ids))
+
+
+# ---- DeepSeekMoE 16B (DeepseekForCausalLM): against the equations --------------------------------
+
+
+def rope_half(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE in the half layout (rotate_half): pairs (i, i + d/2) turn by p * theta^(-2i/d)."""
+    seq, d = x.shape[-2], x.shape[-1]
+    angles = torch.arange(seq)[:, None].float() * theta ** (-torch.arange(0, d, 2).float() / d)[None, :]
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+def swiglu(x, t: dict, prefix: str) -> torch.Tensor:
+    return (F.silu(x @ t[prefix + "gate_proj.weight"].T) * (x @ t[prefix + "up_proj.weight"].T)) @ t[prefix + "down_proj.weight"].T
+
+
+def deepseek_moe_reference_logits(t: dict, c: dict, ids: torch.Tensor) -> torch.Tensor:
+    """modeling_deepseek.py as equations: pre-RMSNorm LLaMA attention (causal, RoPE, 1/sqrt(d_h));
+    layers < first_k_dense_replace a SwiGLU, later ones
+        p = softmax(x W_gate^T);  y = sum_{e in top-k(p)} p_e SwiGLU_e(x) + SwiGLU_shared(x)
+    (top-k weights not renormalised: norm_topk_prob false)."""
+    n_heads, eps = c["num_attention_heads"], c["rms_norm_eps"]
+    h = t["model.embed_tokens.weight"][ids]
+    b, seq, d = h.shape
+    hd = d // n_heads
+    causal = torch.full((seq, seq), float("-inf")).triu(1)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = rms(h, t[p + "input_layernorm.weight"], eps)
+        q, k, v = ((a @ t[p + f"self_attn.{n}_proj.weight"].T).view(b, seq, n_heads, hd).transpose(1, 2) for n in "qkv")
+        q, k = rope_half(q, c["rope_theta"]), rope_half(k, c["rope_theta"])
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + causal, dim=-1)
+        h = h + (probs @ v).transpose(1, 2).reshape(b, seq, d) @ t[p + "self_attn.o_proj.weight"].T
+        x = rms(h, t[p + "post_attention_layernorm.weight"], eps)
+        if i < c["first_k_dense_replace"]:
+            h = h + swiglu(x, t, p + "mlp.")
+            continue
+        scores = torch.softmax(x @ t[p + "mlp.gate.weight"].T, dim=-1)
+        weights, chosen = scores.topk(c["num_experts_per_tok"], dim=-1)
+        routed = torch.zeros_like(x)
+        for e in range(c["n_routed_experts"]):
+            weight_e = (weights * (chosen == e)).sum(-1, keepdim=True)  # 0 where e was not chosen
+            routed = routed + weight_e * swiglu(x, t, p + f"mlp.experts.{e}.")
+        h = h + routed + swiglu(x, t, p + "mlp.shared_experts.")
+    return rms(h, t["model.norm.weight"], eps) @ t["lm_head.weight"].T
+
+
+def random_deepseek_moe_checkpoint() -> tuple[dict, dict]:
+    d, hidden, e_hidden, n_exp, shared, layers = 64, 96, 24, 6, 2, 3
+    g = torch.Generator().manual_seed(4)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1  # noqa: E731
+    mlp = lambda p, w: {p + "gate_proj.weight": r(w, d), p + "up_proj.weight": r(w, d), p + "down_proj.weight": r(d, w)}  # noqa: E731
+    t = {"model.embed_tokens.weight": r(VOCAB, d) * 10, "lm_head.weight": r(VOCAB, d) * 3, "model.norm.weight": 1 + r(d)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t |= {p + f"self_attn.{n}_proj.weight": r(d, d) for n in "qkvo"}
+        t |= {p + "input_layernorm.weight": 1 + r(d), p + "post_attention_layernorm.weight": 1 + r(d)}
+        if i == 0:
+            t |= mlp(p + "mlp.", hidden)
+        else:
+            t |= {p + "mlp.gate.weight": r(n_exp, d) * 10} | mlp(p + "mlp.shared_experts.", shared * e_hidden)
+            for e in range(n_exp):
+                t |= mlp(p + f"mlp.experts.{e}.", e_hidden)
+    config = {"architectures": ["DeepseekForCausalLM"], "model_type": "deepseek", "vocab_size": VOCAB, "hidden_size": d,
+              "intermediate_size": hidden, "moe_intermediate_size": e_hidden, "num_hidden_layers": layers,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "n_routed_experts": n_exp, "n_shared_experts": shared,
+              "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1, "norm_topk_prob": False,
+              "scoring_func": "softmax", "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 64,
+              "hidden_act": "silu", "tie_word_embeddings": False}  # fmt: skip
+    return t, config
+
+
+def test_deepseek_moe_folder_matches_the_equations_both_ways(tmp_path):
+    tensors, config = random_deepseek_moe_checkpoint()
+    write_folder(tmp_path / "dsmoe", config, tensors)
+    ours = archzoo.load_pretrained(tmp_path / "dsmoe")
+    assert [plan.mlp for plan in ours.config.layer_plan] == ["dense", "moe", "moe"]
+    ids = batch(seq=10)
+    assert_close(our_logits(ours, ids), deepseek_moe_reference_logits(tensors, config, ids))
+    back, back_config = saved_tensors(ours, tmp_path / "back", "DeepseekForCausalLM")
+    assert sorted(back) == sorted(tensors) and back_config["auto_map"]["AutoModelForCausalLM"].endswith("DeepseekForCausalLM")
+    ids = batch(seq=8, seed=6)
+    assert_close(deepseek_moe_reference_logits(back, back_config, ids), our_logits(ours, ids))

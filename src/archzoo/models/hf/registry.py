@@ -6,7 +6,7 @@ the first architecture that can express its config is used.
 
 from __future__ import annotations
 
-from . import baichuan, bloom, chatglm, deepseek, glm, llama, qwen, qwen_moe, qwen_v1
+from . import baichuan, bloom, chatglm, deepseek, deepseek_moe, glm, llama, qwen, qwen_moe, qwen_v1
 from .family import HFFamily
 
 FAMILIES: list[HFFamily] = [
@@ -23,6 +23,7 @@ FAMILIES: list[HFFamily] = [
     baichuan.BAICHUAN_7B_FAMILY,
     baichuan.BAICHUAN_FAMILY,
     qwen_v1.FAMILY,
+    deepseek_moe.FAMILY,
 ]
 
 ARCHITECTURES: dict[str, HFFamily] = {f.architecture: f for f in FAMILIES}
