@@ -1,4 +1,4 @@
-"""Remote-code layouts (no ``transformers`` class): Baichuan, Baichuan 2, Qwen v1, ChatGLM3, DeepSeekMoE.
+"""Remote-code layouts (no ``transformers`` class): Qwen v1, ChatGLM3, DeepSeekMoE (Baichuan: test_baichuan_layouts.py).
 
 Where ``transformers`` has a class of the same network under other names, the
 test converts between the two key layouts itself, from the remote code's
@@ -22,267 +22,28 @@ unnormalised row) moves logits by 1e-2 or more.
 
 from __future__ import annotations
 
-import json
-import math
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers
-from safetensors.torch import load_file, save_file
 
 import archzoo
-from archzoo.blocks.norm_head import NormHead
-
-TOLERANCE = 1e-5
-VOCAB = 96
 
 
-def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE)
+def _load_reference():
+    spec = importlib.util.spec_from_file_location("remote_code_reference", Path(__file__).with_name("remote_code_reference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def batch(seq: int = 11, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (2, seq), generator=torch.Generator().manual_seed(seed))
-
-
-def write_folder(folder, config: dict, tensors: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(config))
-
-
-def hf_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def hf_logits(model, ids) -> torch.Tensor:
-    with torch.no_grad():
-        return model(ids).logits
-
-
-def our_logits(model, ids) -> torch.Tensor:
-    with torch.no_grad():
-        return model(ids)
-
-
-def perturb(model, seed: int = 1) -> None:
-    """Norm gains and biases away from 1 and 0, so a dropped or swapped one shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
-
-
-def saved_tensors(model, folder, architecture: str) -> tuple[dict, dict]:
-    archzoo.save_pretrained(model, folder, architecture=architecture)
-    return load_file(str(folder / "model.safetensors")), json.loads((folder / "config.json").read_text())
-
-
-# ---- Baichuan-7B: LLaMA with W_pack ------------------------------------------------------------
-
-LLAMA = transformers.LlamaConfig(
-    vocab_size=VOCAB, hidden_size=64, intermediate_size=88, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=4, rms_norm_eps=1e-6, tie_word_embeddings=False,
-)  # fmt: skip
-
-
-def llama_to_w_pack(state: dict, n_layers: int) -> dict:
-    """LLaMA keys -> Baichuan's: q, k, v stacked as W_pack = [Q | K | V] (modeling_baichuan.py)."""
-    out = dict(state)
-    for i in range(n_layers):
-        a = f"model.layers.{i}.self_attn."
-        out[a + "W_pack.weight"] = torch.cat([out.pop(a + f"{n}_proj.weight") for n in "qkv"])
-    return out
-
-
-def w_pack_to_llama(state: dict, n_layers: int) -> dict:
-    out = dict(state)
-    for i in range(n_layers):
-        a = f"model.layers.{i}.self_attn."
-        for n, part in zip("qkv", out.pop(a + "W_pack.weight").chunk(3)):
-            out[a + f"{n}_proj.weight"] = part
-    return out
-
-
-def baichuan_config(architecture: str, **extra) -> dict:
-    """The keys of Baichuan's released config.json, at LLAMA's sizes."""
-    c = LLAMA
-    return {"architectures": [architecture], "model_type": "baichuan", "vocab_size": c.vocab_size,
-            "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
-            "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
-            "max_position_embeddings": 64, "model_max_length": 64, "rms_norm_eps": c.rms_norm_eps,
-            "hidden_act": "silu", "tie_word_embeddings": False, **extra}  # fmt: skip
-
-
-@pytest.fixture
-def llama():
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(LLAMA).eval()
-    perturb(model)
-    return model
-
-
-def test_baichuan_7b_w_pack_folder_gives_llama_logits(tmp_path, llama):
-    write_folder(tmp_path / "bc", baichuan_config("BaiChuanForCausalLM"), llama_to_w_pack(hf_state(llama), 2))
-    ours = archzoo.load_pretrained(tmp_path / "bc")
-    assert ours.config.position.kind == "rope" and not ours.config.model.norm_head
-    ids = batch()
-    assert_close(our_logits(ours, ids), hf_logits(llama, ids))
-
-
-def test_baichuan_7b_saved_by_archzoo_is_read_by_llama(tmp_path, llama):
-    write_folder(tmp_path / "bc", baichuan_config("BaiChuanForCausalLM"), llama_to_w_pack(hf_state(llama), 2))
-    ours = archzoo.load_pretrained(tmp_path / "bc")
-    tensors, config = saved_tensors(ours, tmp_path / "back", "BaiChuanForCausalLM")
-    assert config["architectures"] == ["BaiChuanForCausalLM"] and "model.layers.0.self_attn.W_pack.weight" in tensors
-    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_baichuan.BaiChuanForCausalLM"  # as released
-    back = transformers.LlamaForCausalLM(LLAMA).eval()
-    back.load_state_dict(w_pack_to_llama(tensors, 2), strict=True)
-    ids = batch(seed=1)
-    assert_close(hf_logits(back, ids), our_logits(ours, ids))
-
-
-# ---- Baichuan 2 7B: W_pack + RoPE + NormHead ------------------------------------------------------
-
-
-def test_norm_head_is_the_equation():
-    torch.manual_seed(0)
-    head = NormHead(8, 5)
-    h = torch.randn(3, 8)
-    expected = torch.stack([torch.stack([h[t] @ head.weight[v] / head.weight[v].norm() for v in range(5)]) for t in range(3)])
-    assert_close(head(h), expected)
-    with torch.no_grad():
-        head.weight[2] *= 7.0  # a row's length never changes its logit
-    assert_close(head(h), expected)
-
-
-def test_baichuan2_7b_norm_head_folder_gives_llama_logits_with_normalised_rows(tmp_path, llama):
-    state = llama_to_w_pack(hf_state(llama), 2)
-    write_folder(tmp_path / "bc2", baichuan_config("BaichuanForCausalLM", position_embedding="ROPE", norm_head=True), state)
-    ours = archzoo.load_pretrained(tmp_path / "bc2")
-    assert ours.config.model.norm_head and isinstance(ours.lm_head, NormHead)
-    # the equation on the reference side: LLaMA whose head rows are w_v / ||w_v||
-    with torch.no_grad():
-        llama.lm_head.weight.copy_(F.normalize(llama.lm_head.weight, dim=-1))
-    ids = batch()
-    assert_close(our_logits(ours, ids), hf_logits(llama, ids))
-    # the stored head stays raw: saving writes back the checkpoint's tensor, not a normalised one
-    tensors, config = saved_tensors(ours, tmp_path / "back", "BaichuanForCausalLM")
-    assert config["norm_head"] is True and config["position_embedding"] == "ROPE"
-    assert torch.equal(tensors["lm_head.weight"], state["lm_head.weight"])
-
-
-def test_released_baichuan2_config_json_chooses_rope_or_alibi_and_the_norm_head():
-    from archzoo.models.hf.config_json import config_dict_from_hf
-
-    base = {"architectures": ["BaichuanForCausalLM"], "vocab_size": 125696, "num_hidden_layers": 2,
-            "num_attention_heads": 32, "intermediate_size": 11008, "model_max_length": 4096}  # fmt: skip
-    seven = config_dict_from_hf({**base, "hidden_size": 4096}, "b7", "<7b>")
-    thirteen = config_dict_from_hf({**base, "hidden_size": 5120, "num_attention_heads": 40}, "b13", "<13b>")
-    v1_13b = config_dict_from_hf({**base, "vocab_size": 64000, "hidden_size": 5120, "num_attention_heads": 40}, "b", "<>")
-    assert seven["position"]["kind"] == "rope" and seven["model"]["norm_head"]
-    assert thirteen["position"]["kind"] == "alibi" and thirteen["model"]["norm_head"]
-    assert v1_13b["position"]["kind"] == "alibi" and not v1_13b["model"]["norm_head"]
-
-
-def test_norm_head_is_refused_by_layouts_that_cannot_say_it(tmp_path):
-    cfg = archzoo.load_config("baichuan2-7b")
-    small = cfg.replace(model=cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": 64, "d_model": 32, "n_layers": 1}),
-                        attention=cfg.attention.__class__(n_heads=4), mlp=cfg.mlp.__class__(hidden=48))  # fmt: skip
-    model = archzoo.build_model(small)
-    with pytest.raises(archzoo.models.hf.UnsupportedConfig, match="cannot express a NormHead"):
-        archzoo.save_pretrained(model, tmp_path / "x", architecture="LlamaForCausalLM")
-    assert json.loads((archzoo.save_pretrained(model, tmp_path / "y") / "config.json").read_text())["norm_head"]
-
-
-# ---- Baichuan-13B / Baichuan 2 13B: ALiBi, against the equations ------------------------------
-
-
-def baichuan_alibi_slopes(n: int) -> torch.Tensor:
-    """modeling_baichuan.py's _get_interleave: m_h = 2^(-8h/n) for a power of two n; otherwise the
-    slopes of the closest smaller power c, then every other slope of 2c."""
-
-    def power_of_2(k):
-        start = 2 ** (-(2 ** -(math.log2(k) - 3)))
-        return [start * start**i for i in range(k)]
-
-    if math.log2(n).is_integer():
-        return torch.tensor(power_of_2(n))
-    c = 2 ** math.floor(math.log2(n))
-    return torch.tensor(power_of_2(c) + power_of_2(2 * c)[0::2][: n - c])
-
-
-def rms(x, g, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
-
-
-def alibi_reference_logits(t: dict, c: dict, ids: torch.Tensor, norm_head: bool) -> torch.Tensor:
-    """Baichuan-13B from its equations, on the W_pack checkpoint's tensors:
-    h_0 = E[x]; per layer a = RMSNorm(h); [q|k|v] = a W_pack^T;
-    scores_h(i, j) = q_i . k_j / sqrt(d_h) + m_h (j - i) for j <= i, -inf after;
-    h += softmax(scores) v W_o^T; h += W_down (silu(W_gate b) * W_up b), b = RMSNorm(h);
-    logits = RMSNorm(h) W^T (rows of W normalised first with the NormHead)."""
-    n_heads, eps = c["num_attention_heads"], c["rms_norm_eps"]
-    h = t["model.embed_tokens.weight"][ids]
-    batch_size, seq, d = h.shape
-    hd = d // n_heads
-    pos = torch.arange(seq)
-    distance = (pos[None, :] - pos[:, None]).float()  # j - i
-    bias = baichuan_alibi_slopes(n_heads)[:, None, None] * distance
-    bias = bias.masked_fill(pos[None, :] > pos[:, None], float("-inf"))
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        a = rms(h, t[p + "input_layernorm.weight"], eps)
-        q, k, v = (a @ t[p + "self_attn.W_pack.weight"].T).split(d, dim=-1)
-        q, k, v = (x.view(batch_size, seq, n_heads, hd).transpose(1, 2) for x in (q, k, v))
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
-        h = h + (probs @ v).transpose(1, 2).reshape(batch_size, seq, d) @ t[p + "self_attn.o_proj.weight"].T
-        b = rms(h, t[p + "post_attention_layernorm.weight"], eps)
-        gate, up = b @ t[p + "mlp.gate_proj.weight"].T, b @ t[p + "mlp.up_proj.weight"].T
-        h = h + (F.silu(gate) * up) @ t[p + "mlp.down_proj.weight"].T
-    head = t["lm_head.weight"]
-    if norm_head:
-        head = head / head.norm(dim=-1, keepdim=True)
-    return rms(h, t["model.norm.weight"], eps) @ head.T
-
-
-def random_alibi_checkpoint(n_heads: int = 5, d: int = 80, hidden: int = 96, layers: int = 2) -> tuple[dict, dict]:
-    g = torch.Generator().manual_seed(3)
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1  # noqa: E731
-    t = {"model.embed_tokens.weight": r(VOCAB, d) * 10, "lm_head.weight": r(VOCAB, d) * 3, "model.norm.weight": 1 + r(d)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        t |= {p + "self_attn.W_pack.weight": r(3 * d, d), p + "self_attn.o_proj.weight": r(d, d),
-              p + "mlp.gate_proj.weight": r(hidden, d), p + "mlp.up_proj.weight": r(hidden, d),
-              p + "mlp.down_proj.weight": r(d, hidden), p + "input_layernorm.weight": 1 + r(d),
-              p + "post_attention_layernorm.weight": 1 + r(d)}  # fmt: skip
-    config = {"architectures": ["BaichuanForCausalLM"], "model_type": "baichuan", "vocab_size": VOCAB,
-              "hidden_size": d, "intermediate_size": hidden, "num_hidden_layers": layers,
-              "num_attention_heads": n_heads, "model_max_length": 64, "rms_norm_eps": 1e-6,
-              "hidden_act": "silu", "tie_word_embeddings": False}  # fmt: skip
-    return t, config
-
-
-def test_alibi_slopes_of_the_reference_are_the_paper_s():
-    # Press et al. 2022: 8 heads -> 1/2, 1/4, ..., 1/256
-    assert torch.allclose(baichuan_alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
-
-
-@pytest.mark.parametrize("norm_head", [False, True], ids=["baichuan-13b", "baichuan2-13b"])
-def test_baichuan_13b_alibi_folder_matches_the_equations_both_ways(tmp_path, norm_head):
-    tensors, config = random_alibi_checkpoint()
-    config["norm_head"] = norm_head  # the released files say it by vocabulary size (125696); tiny ones cannot
-    write_folder(tmp_path / "bc13", config, tensors)
-    ours = archzoo.load_pretrained(tmp_path / "bc13")
-    assert ours.config.position.kind == "alibi" and ours.config.model.norm_head == norm_head
-    ids = batch(seq=13)
-    assert_close(our_logits(ours, ids), alibi_reference_logits(tensors, config, ids, norm_head))
-    back, back_config = saved_tensors(ours, tmp_path / "back", "BaichuanForCausalLM")
-    assert back_config["position_embedding"] == "ALIBI" and sorted(back) == sorted(tensors)
-    ids = batch(seq=9, seed=5)
-    assert_close(alibi_reference_logits(back, back_config, ids, norm_head), our_logits(ours, ids))
+_ref = _load_reference()
+VOCAB = _ref.VOCAB
+assert_close, batch, write_folder, hf_state = _ref.assert_close, _ref.batch, _ref.write_folder, _ref.hf_state
+hf_logits, our_logits, perturb, saved_tensors = _ref.hf_logits, _ref.our_logits, _ref.perturb, _ref.saved_tensors
+deepseek_moe_reference_logits = _ref.deepseek_moe_reference_logits
 
 
 # ---- Qwen v1: Qwen2 with one kv head per head, c_attn and w1/w2 ------------------------------------
@@ -428,50 +189,6 @@ def test_chatglm3_folder_saved_as_glm_is_read_by_transformers_natively(tmp_path)
 
 
 # ---- DeepSeekMoE 16B (DeepseekForCausalLM): against the equations --------------------------------
-
-
-def rope_half(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """RoPE in the half layout (rotate_half): pairs (i, i + d/2) turn by p * theta^(-2i/d)."""
-    seq, d = x.shape[-2], x.shape[-1]
-    angles = torch.arange(seq)[:, None].float() * theta ** (-torch.arange(0, d, 2).float() / d)[None, :]
-    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-second, first], dim=-1) * sin
-
-
-def swiglu(x, t: dict, prefix: str) -> torch.Tensor:
-    return (F.silu(x @ t[prefix + "gate_proj.weight"].T) * (x @ t[prefix + "up_proj.weight"].T)) @ t[prefix + "down_proj.weight"].T
-
-
-def deepseek_moe_reference_logits(t: dict, c: dict, ids: torch.Tensor) -> torch.Tensor:
-    """modeling_deepseek.py as equations: pre-RMSNorm LLaMA attention (causal, RoPE, 1/sqrt(d_h));
-    layers < first_k_dense_replace a SwiGLU, later ones
-        p = softmax(x W_gate^T);  y = sum_{e in top-k(p)} p_e SwiGLU_e(x) + SwiGLU_shared(x)
-    (top-k weights not renormalised: norm_topk_prob false)."""
-    n_heads, eps = c["num_attention_heads"], c["rms_norm_eps"]
-    h = t["model.embed_tokens.weight"][ids]
-    b, seq, d = h.shape
-    hd = d // n_heads
-    causal = torch.full((seq, seq), float("-inf")).triu(1)
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        a = rms(h, t[p + "input_layernorm.weight"], eps)
-        q, k, v = ((a @ t[p + f"self_attn.{n}_proj.weight"].T).view(b, seq, n_heads, hd).transpose(1, 2) for n in "qkv")
-        q, k = rope_half(q, c["rope_theta"]), rope_half(k, c["rope_theta"])
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + causal, dim=-1)
-        h = h + (probs @ v).transpose(1, 2).reshape(b, seq, d) @ t[p + "self_attn.o_proj.weight"].T
-        x = rms(h, t[p + "post_attention_layernorm.weight"], eps)
-        if i < c["first_k_dense_replace"]:
-            h = h + swiglu(x, t, p + "mlp.")
-            continue
-        scores = torch.softmax(x @ t[p + "mlp.gate.weight"].T, dim=-1)
-        weights, chosen = scores.topk(c["num_experts_per_tok"], dim=-1)
-        routed = torch.zeros_like(x)
-        for e in range(c["n_routed_experts"]):
-            weight_e = (weights * (chosen == e)).sum(-1, keepdim=True)  # 0 where e was not chosen
-            routed = routed + weight_e * swiglu(x, t, p + f"mlp.experts.{e}.")
-        h = h + routed + swiglu(x, t, p + "mlp.shared_experts.")
-    return rms(h, t["model.norm.weight"], eps) @ t["lm_head.weight"].T
 
 
 def random_deepseek_moe_checkpoint() -> tuple[dict, dict]:
