@@ -26,6 +26,7 @@ activation checkpointing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ..config import Config, load_config
@@ -101,6 +102,10 @@ def estimate_memory(
     params: ParamReport | None = None,
     precision: str = "fp32",
     checkpointing: bool = False,
+    lora_rank: int | None = None,
+    lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+    prefix_length: int | None = None,
+    prefix_projection: bool | int = False,
 ) -> MemoryReport:
     """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
 
@@ -109,7 +114,9 @@ def estimate_memory(
     The ``training_*`` fields are the textbook mixed-precision figures (ZeRO, Korthikanti)
     whatever ``dtype`` says; ``training_step`` is the peak of one step of ``archzoo.train``
     at ``precision`` ("fp32", "bf16" autocast, "bf16-pure") with or without activation
-    ``checkpointing`` (``train_step.py``).
+    ``checkpointing`` (``train_step.py``). ``lora_rank`` (with ``lora_targets``) and
+    ``prefix_length`` (with ``prefix_projection``) make it the step that trains only those
+    adapters on a frozen base, as ``archzoo train --lora / --prefix`` runs it (``adapter_memory.py``).
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
@@ -144,7 +151,25 @@ def estimate_memory(
         training_bytes=sum(state.values()) + acts,
         training_bytes_checkpointed=sum(state.values()) + acts_ckpt,
         flops=estimate_flops(cfg, report, seq_len),
-        training_step=training_step_memory(
-            cfg, batch=batch, seq_len=seq_len, params=n, precision=precision, checkpointing=checkpointing
+        training_step=_training_step(
+            cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection
         ),
     )
+
+
+def _training_step(cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection):
+    """``training_step_memory`` of full training, or of adapters on a frozen base."""
+    if lora_rank is None and prefix_length is None:
+        return training_step_memory(cfg, batch=batch, seq_len=seq_len, params=n, precision=precision, checkpointing=checkpointing)
+    from .adapter_memory import adapter_cost
+
+    cost = adapter_cost(
+        cfg, batch=batch, precision=precision, lora_rank=lora_rank, lora_targets=lora_targets,
+        prefix_length=prefix_length, prefix_projection=prefix_projection,
+    )  # fmt: skip
+    return training_step_memory(
+        cfg, batch=batch, seq_len=seq_len, params=n + cost.adapter_params, precision=precision,
+        checkpointing=checkpointing, trainable=cost.adapter_params, largest_trainable=cost.largest_adapter,
+        extra_activation_bytes=cost.extra_bytes, layer_activation_bytes=cost.layer_bytes,
+        outside_activation_bytes=cost.outside_bytes, recompute_working_bytes=cost.recompute_bytes,
+    )  # fmt: skip

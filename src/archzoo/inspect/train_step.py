@@ -113,6 +113,9 @@ def training_step_memory(
     trainable: int | None = None,
     largest_trainable: int | None = None,
     extra_activation_bytes: float = 0.0,
+    layer_activation_bytes: list[float] | None = None,
+    outside_activation_bytes: float | None = None,
+    recompute_working_bytes: float = 0.0,
 ) -> TrainingStepMemory:
     """The peak of one step (see the module docstring).
 
@@ -129,7 +132,8 @@ def training_step_memory(
     d, vocab = cfg.model.d_model, cfg.model.vocab_size
     attention = attention_on_meta(cfg).activation_values()
     layers = [layer_bytes_per_token(cfg, precision, plan.mlp == "moe", attention) for plan in cfg.layer_plan]
-    outside = _norm_bytes(precision, d) + 4 * vocab
+    layers = list(layer_activation_bytes) if layer_activation_bytes is not None else layers
+    outside = _norm_bytes(precision, d) + 4 * vocab if outside_activation_bytes is None else outside_activation_bytes
     weight_copies = 0.0
     if precision == "bf16":  # autocast's bfloat16 copies of the matmul weights; the embedding lookup is no matmul
         matmul_params = params - (0 if cfg.model.tie_embeddings else vocab * d)
@@ -152,7 +156,7 @@ def training_step_memory(
         "optimizer step": weights + state + gradients + temporaries,
     }
     if checkpointing:
-        candidates["recompute"] = weights + state + gradients + tokens * max(layers)
+        candidates["recompute"] = weights + state + gradients + tokens * (max(layers) + recompute_working_bytes)
     peak_at = max(candidates, key=candidates.get)
     return TrainingStepMemory(
         precision=precision,
