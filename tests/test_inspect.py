@@ -182,7 +182,8 @@ def test_kv_bytes_equal_the_cache_a_model_fills(name, mla_mode):
     cache = model.new_cache(8)
     with torch.no_grad():
         model(torch.randint(0, 100, (2, 5)), cache=cache)
-    filled = sum(layer.bytes_per_token() for layer in cache.layers) // 2  # per sequence of the batch
+    stored = sum(b.numel() * b.element_size() for layer in cache.layers for b in layer.buffers.values())
+    filled = stored // cache.max_len // 2  # per slot, per sequence of the batch
     assert kv_bytes_per_token(cfg, "fp32") == filled
 
 

@@ -61,3 +61,24 @@ def test_residual_from_normed_needs_pre_or_deepnorm(placement):
     cfg = archzoo.load_config("llama-tiny")
     with pytest.raises(ConfigError, match="residual_from_normed"):
         cfg.replace(norm=replace(cfg.norm, placement=placement, residual_from_normed=True))
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "qwen2-tiny", "deepseek-tiny", "chatglm2-tiny", "baichuan-tiny"])
+def test_layouts_without_the_option_refuse_it(name, tmp_path):
+    # only BLOOM's config.json can say apply_residual_connection_post_layernorm; the others must not
+    # silently save a plain pre-norm model
+    cfg = archzoo.load_config(name)
+    model = archzoo.build_model(cfg.replace(norm=replace(cfg.norm, residual_from_normed=True)), device="meta")
+    with pytest.raises(archzoo.ArchzooError, match="norm"):
+        archzoo.save_pretrained(model, tmp_path / "out")
+
+
+def test_bloom_saves_and_reads_the_option(tmp_path):
+    torch.manual_seed(0)
+    model = archzoo.build_model(bloom_from_normed())
+    archzoo.save_pretrained(model, tmp_path / "bloom")
+    loaded = archzoo.load_pretrained(tmp_path / "bloom")
+    assert loaded.config.norm.residual_from_normed and loaded.config.norm.placement == "pre"
+    ids = torch.randint(0, 512, (1, 6))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))

@@ -154,7 +154,8 @@ def test_cache_size_per_token_matches_formula(name: str, mla_mode: str | None):
         model(ids, mask, positions, cache)
     expected = expected_values_per_token(cfg)
     assert [layer.values_per_token() for layer in cache.layers] == [expected] * cfg.model.n_layers
-    assert cache.bytes_per_token() == expected * cfg.model.n_layers * 3 * 4  # batch 3, float32
+    stored = sum(b.numel() * b.element_size() for layer in cache.layers for b in layer.buffers.values())
+    assert stored // cache.max_len == expected * cfg.model.n_layers * 3 * 4  # per slot: batch 3, float32
 
 
 def test_cache_overflow_is_a_clear_error():

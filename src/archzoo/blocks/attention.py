@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..torch_version import TORCH_VERSION
 from .cache import LayerCache
 from .masks import MaskSpec
 from .norm import RMSNorm
@@ -113,4 +114,4 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, sc
 
 
 # ``enable_gqa`` arrived in torch 2.5; on 2.4 the kv heads are repeated instead (same result).
-SDPA_SHARES_KV_HEADS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+SDPA_SHARES_KV_HEADS = TORCH_VERSION >= (2, 5)

@@ -33,10 +33,6 @@ class LayerCache:
         buffer.narrow(seq_dim, start, new).copy_(x)
         return buffer.narrow(seq_dim, 0, end)
 
-    def bytes_per_token(self) -> int:
-        """Bytes one token occupies in this layer (all buffers)."""
-        return sum(b.numel() // self.max_len * b.element_size() for b in self.buffers.values())
-
     def values_per_token(self) -> int:
         """Numbers one token occupies in this layer, per sequence of the batch."""
         return sum(b.numel() // self.max_len // b.shape[0] for b in self.buffers.values())
@@ -56,7 +52,3 @@ class KVCache:
     def advance(self, n: int) -> None:
         """Mark ``n`` more slots as filled (the model calls this after all layers wrote)."""
         self.length += n
-
-    def bytes_per_token(self) -> int:
-        """Bytes one token occupies across all layers and the whole batch."""
-        return sum(layer.bytes_per_token() for layer in self.layers)

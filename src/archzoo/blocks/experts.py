@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..torch_version import TORCH_VERSION
+
 _GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
-_TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
 def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -49,7 +50,7 @@ def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False  # every row stride must be a multiple of 16 bytes
     if x.device.type == "cpu":
         aligned = x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0
-        return x.dtype in (torch.float32, torch.bfloat16) and (_TORCH_VERSION >= (2, 11) or aligned)
+        return x.dtype in (torch.float32, torch.bfloat16) and (TORCH_VERSION >= (2, 11) or aligned)
     if x.device.type == "cuda":
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
     return False
@@ -132,9 +133,6 @@ class StackedExperts(nn.Module):
     def one_token(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         outputs = torch.cat([self.expert(e, x) for e in indices[0].tolist()])  # [k, d]
         return weights.to(outputs.dtype) @ outputs
-
-    def per_expert_params(self) -> int:
-        return 3 * self.d_model * self.hidden
 
     def extra_repr(self) -> str:
         return f"experts={self.n_experts}, d_model={self.d_model}, hidden={self.hidden}"

@@ -39,8 +39,6 @@ class GeluMLP(nn.Module):
 class GatedMLP(nn.Module):
     """W_down (act(W_gate x) * W_up x); ``act`` is SiLU (SwiGLU) or GeLU (GeGLU)."""
 
-    activation = "silu"
-
     def __init__(self, d_model: int, hidden: int, *, bias: bool = False, gelu_approximate: str = "none"):
         super().__init__()
         self.gate_proj = nn.Linear(d_model, hidden, bias=bias)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from ...config import Config
 from .family import HFFamily, UnsupportedConfig, gated_mlp_from_hf, require, tokens_from_hf, tokens_to_hf
 from .llama import decoder_rules
-from .rules import Rename, SplitFused, fuse_blocks, split_blocks
+from .rules import Rename, fused_qkv_rule
 
 BAICHUAN_7B = "BaiChuanForCausalLM"
 BAICHUAN = "BaichuanForCausalLM"
@@ -74,7 +74,7 @@ def config_to_hf(cfg: Config, architecture: str) -> dict:
     require(a.kind == "mha" and cfg.moe is None and cfg.n_kv_heads == cfg.n_heads, architecture, "attention other than MHA")
     require(not (a.qkv_bias or a.o_bias or a.qk_norm or cfg.mlp.bias), architecture, "biases or q/k norms")
     require(cfg.head_dim * cfg.n_heads == m.d_model and a.softmax_scale is None, architecture, "a free head_dim or softmax scale")
-    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not m.embedding_norm, architecture,
+    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not cfg.norm.residual_from_normed and not m.embedding_norm, architecture,
             "norms other than pre-RMSNorm")  # fmt: skip
     require(cfg.mlp.kind == "swiglu", architecture, f"mlp kind {cfg.mlp.kind!r}")
     rope = p.kind == "rope"
@@ -103,21 +103,9 @@ def config_to_hf(cfg: Config, architecture: str) -> dict:
     return out
 
 
-QKV = ("layers.{i}.attn.q_proj.{p}", "layers.{i}.attn.k_proj.{p}", "layers.{i}.attn.v_proj.{p}")
-
-
-def _split_qkv(t, cfg: Config):
-    width = cfg.n_heads * cfg.head_dim
-    return split_blocks(t, [width, width, width])
-
-
-def _fuse_qkv(parts, cfg: Config):
-    return fuse_blocks(parts)
-
-
 def rules(cfg: Config) -> list:
     """LLaMA's names, but ``self_attn.W_pack`` holds q, k and v as row blocks [Q | K | V]."""
-    w_pack = SplitFused("model.layers.{i}.self_attn.W_pack.{p}", QKV, _split_qkv, _fuse_qkv)
+    w_pack = fused_qkv_rule("model.layers.{i}.self_attn.W_pack.{p}", "blocks")
     o_proj = Rename("model.layers.{i}.self_attn.o_proj.{p}", "layers.{i}.attn.o_proj.{p}")
     return [w_pack, o_proj, *decoder_rules()]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...config import Config
 from .family import HFFamily, require, tokens_from_hf, tokens_to_hf
-from .rules import Rename, SplitFused, fuse_per_head, split_per_head
+from .rules import Rename, fused_qkv_rule
 
 ARCHITECTURE = "BloomForCausalLM"
 
@@ -67,26 +67,13 @@ def config_to_hf(cfg: Config) -> dict:
     }
 
 
-def _split_qkv(t, cfg: Config):
-    return split_per_head(t, cfg.n_heads, [cfg.head_dim] * 3)
-
-
-def _fuse_qkv(parts, cfg: Config):
-    return fuse_per_head(parts, cfg.n_heads)
-
-
 def rules(cfg: Config) -> list:
     h = "transformer.h.{i}"
     return [
         Rename("transformer.word_embeddings.weight", "embed.weight"),
         Rename("transformer.word_embeddings_layernorm.{p}", "embed_norm.{p}"),
         Rename(h + ".input_layernorm.{p}", "layers.{i}.attn_norm.{p}"),
-        SplitFused(
-            h + ".self_attention.query_key_value.{p}",
-            ("layers.{i}.attn.q_proj.{p}", "layers.{i}.attn.k_proj.{p}", "layers.{i}.attn.v_proj.{p}"),
-            _split_qkv,
-            _fuse_qkv,
-        ),
+        fused_qkv_rule(h + ".self_attention.query_key_value.{p}", "per_head"),
         Rename(h + ".self_attention.dense.{p}", "layers.{i}.attn.o_proj.{p}"),
         Rename(h + ".post_attention_layernorm.{p}", "layers.{i}.mlp_norm.{p}"),
         Rename(h + ".mlp.dense_h_to_4h.{p}", "layers.{i}.mlp.up_proj.{p}"),

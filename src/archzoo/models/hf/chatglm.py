@@ -28,7 +28,7 @@ import math
 from ...config import Config
 from .family import HFFamily, UnsupportedConfig, require, tokens_from_hf, tokens_to_hf
 from .glm import fused_gated_rule
-from .rules import Drop, Rename, SplitFused, fuse_blocks, fuse_per_head, split_blocks, split_per_head
+from .rules import Drop, Rename, fused_qkv_rule
 
 ARCHITECTURE = "ChatGLMModel"
 CHATGLM6B_ALPHA = math.sqrt(2 * 28)  # GLMBlock's num_layers default; ChatGLMModel never passes it
@@ -166,7 +166,7 @@ def v2_to_hf(cfg: Config) -> dict:
     a, n, m, p = cfg.attention, cfg.norm, cfg.mlp, cfg.position
     require(a.kind == "mha" and cfg.moe is None and not a.qk_norm and a.softmax_scale is None, ARCHITECTURE, "v2 attention other than GQA")
     require(a.o_bias == m.bias and (a.qkv_bias or not a.o_bias), ARCHITECTURE, "biases other than add_qkv_bias / add_bias_linear")
-    require(n.placement == "pre" and not cfg.model.embedding_norm, ARCHITECTURE, "v2 norms other than pre-norm")
+    require(n.placement == "pre" and not n.residual_from_normed and not cfg.model.embedding_norm, ARCHITECTURE, "v2 norms other than pre-norm")
     require(p.kind == "rope" and p.layout == "interleaved" and p.rotary_fraction == 0.5 and p.scaling is None,
             ARCHITECTURE, "v2 positions other than unscaled interleaved RoPE on half of each head")  # fmt: skip
     require(m.kind == "swiglu" and m.gated_half_order == "gate_first", ARCHITECTURE, "v2 MLPs other than gate-first SwiGLU")
@@ -203,33 +203,13 @@ def config_to_hf(cfg: Config) -> dict:
 
 # ---- weight rules ----------------------------------------------------------------------------
 
-QKV = ("layers.{i}.attn.q_proj.{p}", "layers.{i}.attn.k_proj.{p}", "layers.{i}.attn.v_proj.{p}")
-
-
-def _split_per_head_qkv(t, cfg: Config):
-    return split_per_head(t, cfg.n_heads, [cfg.head_dim] * 3)
-
-
-def _fuse_per_head_qkv(parts, cfg: Config):
-    return fuse_per_head(parts, cfg.n_heads)
-
-
-def _split_block_qkv(t, cfg: Config):
-    kv = cfg.n_kv_heads * cfg.head_dim
-    return split_blocks(t, [cfg.n_heads * cfg.head_dim, kv, kv])
-
-
-def _fuse_block_qkv(parts, cfg: Config):
-    return fuse_blocks(parts)
-
-
 def v1_rules(cfg: Config) -> list:
     h = "transformer.layers.{i}"
     return [
         Rename("transformer.word_embeddings.weight", "embed.weight"),
         Drop(h + ".attention.rotary_emb.inv_freq"),
         Rename(h + ".input_layernorm.{p}", "layers.{i}.attn_norm.{p}"),
-        SplitFused(h + ".attention.query_key_value.{p}", QKV, _split_per_head_qkv, _fuse_per_head_qkv),
+        fused_qkv_rule(h + ".attention.query_key_value.{p}", "per_head"),
         Rename(h + ".attention.dense.{p}", "layers.{i}.attn.o_proj.{p}"),
         Rename(h + ".post_attention_layernorm.{p}", "layers.{i}.mlp_norm.{p}"),
         Rename(h + ".mlp.dense_h_to_4h.{p}", "layers.{i}.mlp.up_proj.{p}"),
@@ -245,7 +225,7 @@ def v2_rules(cfg: Config) -> list:
         Rename("transformer.embedding.word_embeddings.weight", "embed.weight"),
         Drop("transformer.rotary_pos_emb.inv_freq"),
         Rename(h + ".input_layernorm.{p}", "layers.{i}.attn_norm.{p}"),
-        SplitFused(h + ".self_attention.query_key_value.{p}", QKV, _split_block_qkv, _fuse_block_qkv),
+        fused_qkv_rule(h + ".self_attention.query_key_value.{p}", "blocks"),
         Rename(h + ".self_attention.dense.{p}", "layers.{i}.attn.o_proj.{p}"),
         Rename(h + ".post_attention_layernorm.{p}", "layers.{i}.mlp_norm.{p}"),
         fused_gated_rule(h + ".mlp.dense_h_to_4h.{p}", "layers.{i}.mlp"),

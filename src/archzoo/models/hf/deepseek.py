@@ -144,7 +144,7 @@ def _common_to_hf(cfg: Config, architecture: str, model_type: str) -> dict:
     a, m = cfg.attention, cfg.moe
     require(a.kind == "mla", architecture, "attention other than MLA")
     require(m is not None, architecture, "a model without MoE layers")
-    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre", architecture, "norms other than pre-RMSNorm")
+    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not cfg.norm.residual_from_normed, architecture, "norms other than pre-RMSNorm")
     require(cfg.mlp.kind == "swiglu" and not cfg.mlp.bias, architecture, "a dense MLP other than SwiGLU without bias")
     require(cfg.position.rotary_fraction == 1.0, architecture, "partial rotary")
     require(not cfg.model.embedding_norm, architecture, "an embedding norm")

@@ -33,6 +33,12 @@ def require(condition: bool, architecture: str, what: str) -> None:
         raise UnsupportedConfig(f"{architecture} cannot express {what}")
 
 
+def no_sliding_window(hf: dict, architecture: str) -> None:
+    """Refuse a Qwen config.json that turns sliding-window attention on (archzoo has none)."""
+    if hf.get("use_sliding_window"):
+        raise UnsupportedConfig(f"{architecture}: sliding-window attention (use_sliding_window) is not implemented")
+
+
 # ---- RoPE parameters: transformers 5 `rope_parameters`, older `rope_theta` + `rope_scaling` ----
 
 

@@ -64,7 +64,7 @@ def config_to_hf(cfg: Config) -> dict:
     a, p, m = cfg.attention, cfg.position, cfg.model
     require(a.kind == "mha" and cfg.moe is None, ARCHITECTURE, "latent attention or mixture-of-experts layers")
     require(not a.o_bias and not a.qk_norm, ARCHITECTURE, "a bias on o_proj, or q/k norms")
-    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre", ARCHITECTURE, "norms other than pre-RMSNorm")
+    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not cfg.norm.residual_from_normed, ARCHITECTURE, "norms other than pre-RMSNorm")
     require(not m.embedding_norm, ARCHITECTURE, "an embedding norm")
     require(cfg.mlp.kind == "swiglu" and not cfg.mlp.bias, ARCHITECTURE, "MLPs other than bias-free SwiGLU")
     require(cfg.mlp.gated_half_order == "gate_first", ARCHITECTURE, "a value-first fused MLP")

@@ -66,7 +66,7 @@ def llama_like_to_hf(cfg: Config, architecture: str, model_type: str) -> dict:
     """config.json fields shared by LLaMA-like architectures; checks what all of them require."""
     require(cfg.attention.kind == "mha", architecture, "multi-head latent attention")
     require(cfg.moe is None, architecture, "mixture-of-experts layers")
-    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre", architecture, "norms other than pre-RMSNorm")
+    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not cfg.norm.residual_from_normed, architecture, "norms other than pre-RMSNorm")
     require(cfg.position.kind == "rope" and cfg.position.layout == "half", architecture, "positions other than half-layout RoPE")
     require(not cfg.model.embedding_norm, architecture, "an embedding norm")
     return {

@@ -8,20 +8,15 @@ head_dim that need not equal hidden_size / heads.
 from __future__ import annotations
 
 from ...config import Config
-from .family import HFFamily, UnsupportedConfig, require
+from .family import HFFamily, no_sliding_window, require
 from .llama import decoder_rules, llama_like_config, llama_like_to_hf
 
 QWEN2 = "Qwen2ForCausalLM"
 QWEN3 = "Qwen3ForCausalLM"
 
 
-def _no_sliding_window(hf: dict, architecture: str) -> None:
-    if hf.get("use_sliding_window"):
-        raise UnsupportedConfig(f"{architecture}: sliding-window attention (use_sliding_window) is not implemented")
-
-
 def qwen2_from_hf(hf: dict, name: str) -> dict:
-    _no_sliding_window(hf, QWEN2)
+    no_sliding_window(hf, QWEN2)
     cfg = llama_like_config(hf, name, "qwen", QWEN2)
     cfg["attention"]["qkv_bias"] = True
     return cfg
@@ -37,7 +32,7 @@ def qwen2_to_hf(cfg: Config) -> dict:
 
 
 def qwen3_from_hf(hf: dict, name: str) -> dict:
-    _no_sliding_window(hf, QWEN3)
+    no_sliding_window(hf, QWEN3)
     cfg = llama_like_config(hf, name, "qwen", QWEN3)
     cfg["attention"]["qk_norm"] = True
     if hf.get("attention_bias"):

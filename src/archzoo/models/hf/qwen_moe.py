@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ...config import Config
 from .deepseek import moe_rules
-from .family import HFFamily, UnsupportedConfig, require
+from .family import HFFamily, UnsupportedConfig, no_sliding_window, require
 from .llama import decoder_rules, llama_like_config, llama_like_to_hf
 from .rules import Rename
 
@@ -33,8 +33,7 @@ def rules(cfg: Config) -> list:
 
 
 def _moe_from_hf(hf: dict, name: str, architecture: str) -> dict:
-    if hf.get("use_sliding_window"):
-        raise UnsupportedConfig(f"{architecture}: sliding-window attention (use_sliding_window) is not implemented")
+    no_sliding_window(hf, architecture)
     n_experts = hf.get("num_experts") or hf.get("num_local_experts")  # transformers 5 writes the latter
     if not n_experts:
         raise UnsupportedConfig(f"{architecture}: num_experts = 0 (a dense model; use the dense Qwen architecture)")

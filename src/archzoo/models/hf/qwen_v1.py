@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from ...config import Config
 from .family import HFFamily, require, tokens_from_hf, tokens_to_hf
-from .rules import Drop, Rename, SplitFused, fuse_blocks, split_blocks
+from .rules import Drop, Rename, fused_qkv_rule
 
 ARCHITECTURE = "QWenLMHeadModel"
 
@@ -68,7 +68,7 @@ def config_to_hf(cfg: Config) -> dict:
     require(a.kind == "mha" and cfg.moe is None and cfg.n_kv_heads == cfg.n_heads, ARCHITECTURE, "grouped or latent attention")
     require(a.qkv_bias and a.o_bias == cfg.mlp.bias and not a.qk_norm and a.softmax_scale is None, ARCHITECTURE,
             "biases other than q/k/v (plus o and MLP together: no_bias = false), q/k norms or a softmax scale")  # fmt: skip
-    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not m.embedding_norm, ARCHITECTURE,
+    require(cfg.norm.kind == "rmsnorm" and cfg.norm.placement == "pre" and not cfg.norm.residual_from_normed and not m.embedding_norm, ARCHITECTURE,
             "norms other than pre-RMSNorm")  # fmt: skip
     require(p.kind == "rope" and p.layout == "half" and p.scaling is None, ARCHITECTURE, "positions other than unscaled half-layout RoPE")
     require(cfg.mlp.kind == "swiglu" and not m.norm_head, ARCHITECTURE, "MLPs other than SwiGLU, or a NormHead")
@@ -96,25 +96,13 @@ def config_to_hf(cfg: Config) -> dict:
     }
 
 
-QKV = ("layers.{i}.attn.q_proj.{p}", "layers.{i}.attn.k_proj.{p}", "layers.{i}.attn.v_proj.{p}")
-
-
-def _split_qkv(t, cfg: Config):
-    width = cfg.n_heads * cfg.head_dim
-    return split_blocks(t, [width, width, width])
-
-
-def _fuse_qkv(parts, cfg: Config):
-    return fuse_blocks(parts)
-
-
 def rules(cfg: Config) -> list:
     h = "transformer.h.{i}"
     return [
         Rename("transformer.wte.weight", "embed.weight"),
         Drop("transformer.rotary_emb.inv_freq"),
         Rename(h + ".ln_1.{p}", "layers.{i}.attn_norm.{p}"),
-        SplitFused(h + ".attn.c_attn.{p}", QKV, _split_qkv, _fuse_qkv),
+        fused_qkv_rule(h + ".attn.c_attn.{p}", "blocks"),
         Rename(h + ".attn.c_proj.{p}", "layers.{i}.attn.o_proj.{p}"),
         Rename(h + ".ln_2.{p}", "layers.{i}.mlp_norm.{p}"),
         Rename(h + ".mlp.w2.{p}", "layers.{i}.mlp.gate_proj.{p}"),

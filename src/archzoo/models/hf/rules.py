@@ -121,14 +121,11 @@ class SplitFused:
 
 @dataclass(frozen=True)
 class StackExperts:
-    """``hf`` has one key per expert (an ``{e}`` placeholder); ``ours`` one stacked tensor.
-
-    ``transpose`` swaps the last two dims (for stacked weights kept as [e, in, out])."""
+    """``hf`` has one key per expert (an ``{e}`` placeholder); ``ours`` one stacked tensor."""
 
     hf: str
     ours: str
     n_experts: Callable[[Config], int]
-    transpose: bool = False
 
     def load(self, src: State, dst: State, cfg: Config) -> None:
         groups: dict[tuple, dict[int, str]] = {}
@@ -141,13 +138,11 @@ class StackExperts:
                 absent = [self.hf.format(e=e, **dict(fields)) for e in range(n) if e not in keys]
                 raise WeightMappingError(f"experts missing (config says {n})", absent or list(keys.values()))
             stacked = torch.stack([src.pop(keys[e]) for e in range(n)])
-            dst[self.ours.format(**dict(fields))] = stacked.transpose(-1, -2).contiguous() if self.transpose else stacked
+            dst[self.ours.format(**dict(fields))] = stacked
 
     def save(self, src: State, dst: State, cfg: Config) -> None:
         for key, fields in _matches(src, self.ours):
             stacked = src.pop(key)
-            if self.transpose:
-                stacked = stacked.transpose(-1, -2)
             for e, tensor in enumerate(stacked.unbind(0)):
                 dst[self.hf.format(e=e, **fields)] = tensor.contiguous()
 
@@ -225,6 +220,37 @@ def split_blocks(t: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
 
 def fuse_blocks(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(parts), dim=0)
+
+
+QKV_PARTS = ("layers.{i}.attn.q_proj.{p}", "layers.{i}.attn.k_proj.{p}", "layers.{i}.attn.v_proj.{p}")
+
+
+def _split_qkv_per_head(t: torch.Tensor, cfg: Config) -> list[torch.Tensor]:
+    return split_per_head(t, cfg.n_heads, [cfg.head_dim] * 3)
+
+
+def _fuse_qkv_per_head(parts: Sequence[torch.Tensor], cfg: Config) -> torch.Tensor:
+    return fuse_per_head(parts, cfg.n_heads)
+
+
+def _split_qkv_blocks(t: torch.Tensor, cfg: Config) -> list[torch.Tensor]:
+    kv = cfg.n_kv_heads * cfg.head_dim
+    return split_blocks(t, [cfg.n_heads * cfg.head_dim, kv, kv])
+
+
+def _fuse_qkv_blocks(parts: Sequence[torch.Tensor], cfg: Config) -> torch.Tensor:
+    return fuse_blocks(parts)
+
+
+def fused_qkv_rule(hf: str, layout: str) -> SplitFused:
+    """One fused q/k/v tensor ``hf`` (with ``{i}`` and ``{p}``) <-> our ``q_proj``, ``k_proj``, ``v_proj``.
+
+    layout ``per_head``: rows [q_0 k_0 v_0 | q_1 k_1 v_1 | ...], one group per head (BLOOM,
+    ChatGLM-6B); ``blocks``: rows [Q | K | V], K and V n_kv_heads x head_dim wide
+    (ChatGLM2, Baichuan's W_pack, Qwen v1's c_attn).
+    """
+    split, fuse = {"per_head": (_split_qkv_per_head, _fuse_qkv_per_head), "blocks": (_split_qkv_blocks, _fuse_qkv_blocks)}[layout]
+    return SplitFused(hf, QKV_PARTS, split, fuse)
 
 
 def match_key(pattern: str, key: str) -> dict[str, str] | None:
