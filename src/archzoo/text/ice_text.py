@@ -11,7 +11,9 @@ From ChatGLM-6B's ``tokenization_chatglm.py`` (``SPTokenizer``):
   model; bos is ``<sop>``, eos ``<eop>``, and an encoded text ends in ``[gMASK] <sop>``
   (``build_inputs_with_special_tokens``), where generation starts.
 
-Its chat prompt is the ``chatglm-6b`` format of ``chat.CHAT_FORMATS``.
+Its chat prompt is the ``chatglm-6b`` format of ``chat.CHAT_FORMATS``. Not reproduced:
+the 4.27-era transformers base class ChatGLM-6B ran on stripped the spaces next to a
+special token written inside a text; here they stay (see docs/tokenizers.md).
 """
 
 from __future__ import annotations
