@@ -14,6 +14,7 @@ import torch
 import transformers
 from tokenizer_corpus import TRAIN
 
+import archzoo
 from archzoo.cli import main
 
 PROMPTS = ["你好，世界", "The quick brown"]
@@ -118,3 +119,17 @@ def test_folder_without_tokenizer_is_refused(capsys, chat_folder, tmp_path):
     assert json.loads(capsys.readouterr().out)["prompt_ids"][0] == 1  # the tokenizer's bos
     assert main(["chat", str(bare)]) == 2
     assert "no tokenizer" in capsys.readouterr().err
+
+
+def test_left_padded_batch_generates_what_transformers_generates(chat_folder, reference):
+    tok, model = reference
+    ours = archzoo.load_tokenizer(chat_folder)
+    batch = ours.encode_batch(PROMPTS + ["emoji: 😀 🎉 and a much longer prompt than the others"])
+    new = archzoo.generate(archzoo.load_pretrained(chat_folder).eval(), batch.input_ids, NEW_TOKENS,
+                           attention_mask=batch.attention_mask, eos_id=ours.eos_id)  # fmt: skip
+    with torch.no_grad():
+        out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=NEW_TOKENS,
+                             do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)  # fmt: skip
+    expected = out[:, batch.input_ids.shape[1] :]
+    assert new.tolist() == expected[:, : new.shape[1]].tolist()
+    assert ours.decode(new[0], skip_special_tokens=True) == tok.decode(expected[0], skip_special_tokens=True)
