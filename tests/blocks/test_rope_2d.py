@@ -1,5 +1,5 @@
 """GLM 2D RoPE and ChatGLM2 / GLM-4 partial interleaved RoPE against the
-reference's worked example (shared/reference/glm.md §6) and the equations."""
+reference's worked example (docs/glm.md §6, from running the original code) and the equations."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``archzoo mask``: the printed tables and grids equal the worked examples of
-shared/reference/glm.md (§1.4 (a) and (b), §2.5), written out by hand here."""
+docs/glm.md (§1.4 (a) and (b), §2.5), written out by hand here."""
 
 from __future__ import annotations
 

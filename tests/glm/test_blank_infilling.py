@@ -1,6 +1,5 @@
-"""GLM blank-infilling samples and ChatGLM-6B prefix-LM inputs, against the
-worked examples of the reference notes (shared/reference/glm.md §1.4, §1.6,
-§2.5), written out by hand, and properties over random span sets."""
+"""GLM blank-infilling samples against the worked examples of docs/glm.md (§1.4, §1.5,
+§1.6), written out by hand, and properties over random span sets."""
 
 from __future__ import annotations
 

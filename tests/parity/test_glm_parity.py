@@ -5,7 +5,7 @@
   both directions; parameter count of the default ``GlmConfig`` on ``meta``.
 * ChatGLM-6B / ChatGLM2 remote-code layouts (not on PyPI): the test writes a
   folder in that layout itself, from an archzoo model, following the layout
-  described in shared/reference/glm.md (§2.3, §4): per-head interleaved
+  described in docs/glm.md (§2.3, §4): per-head interleaved
   [q_j | k_j | v_j] for v1, [Q | K | V] blocks and a gate-first fused
   ``dense_h_to_4h`` for v2. Loading it back must give identical logits.
 * Fused gated MLP halves in both orders against a hand-computed fused MLP.
