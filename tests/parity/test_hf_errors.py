@@ -57,7 +57,7 @@ def test_unknown_weight_is_listed(llama_folder):
 
 def test_folder_without_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises((FileNotFoundError, KeyError)):
+    with pytest.raises(archzoo.errors.CheckpointError, match=f"{tmp_path}/config.json: field 'hidden_size' is missing"):
         archzoo.load_pretrained(tmp_path)
 
 

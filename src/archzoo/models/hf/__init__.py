@@ -13,13 +13,18 @@ from pathlib import Path
 
 import torch
 
+from ...atomic import recover
+
 from ...config import Config
 from ..decoder import CausalLM
 from ..weight_layout import store_column_major
+from .checks import check_fields
 from .family import HFFamily, UnsupportedConfig
-from .io import read_config, read_safetensors, write_folder
+from .io import read_config, read_safetensors
+from .loading import check_state, config_of, weights_of
 from .registry import ARCHITECTURES, FAMILIES
-from .rules import WeightMappingError, hf_to_ours, ours_to_hf
+from .rules import WeightMappingError, ours_to_hf
+from .saving import write_checkpoint
 
 __all__ = ["ARCHITECTURES", "UnsupportedConfig", "WeightMappingError", "load_pretrained", "save_pretrained"]
 
@@ -42,31 +47,30 @@ def load_pretrained(folder: str | Path, *, dtype: torch.dtype | None = None, nam
     The model remembers its architecture (``model.hf_architecture``) for ``save_pretrained``.
     """
     folder = Path(folder)
+    recover(folder)  # a replace killed half-way on a filesystem without an atomic exchange
     hf_config = read_config(folder)
+    check_fields(hf_config, folder / "config.json")
     family = family_of(hf_config, folder)
-    cfg = Config.from_dict(family.config_from_hf(hf_config, name or folder.resolve().name), f"{folder}/config.json")
-    state = hf_to_ours(read_safetensors(folder), family.rules(cfg), cfg)
-    model = model_from_state(cfg, state, dtype=dtype)
+    cfg = config_of(family, hf_config, folder / "config.json", name or folder.resolve().name)
+    state = weights_of(read_safetensors(folder), family, cfg, folder)
+    model = model_from_state(cfg, state, dtype=dtype, source=folder)
     model.hf_architecture = family.architecture
     return model
 
 
-def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None) -> CausalLM:
+def model_from_state(
+    cfg: Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None, source: Path | None = None
+) -> CausalLM:
     """Build on ``meta`` and adopt the given tensors (no random init, no second copy).
 
     Position tables (RoPE frequencies, ALiBi slopes) are built on the CPU even on
-    ``meta``, so everything else must come from the checkpoint."""
+    ``meta``, so everything else must come from the checkpoint. ``source`` (the
+    folder) is named in the errors of ``check_state``."""
     with torch.device("meta"):
         model = CausalLM(cfg)
-    expected = set(model.state_dict())
+    check_state(model, state, cfg, source)
     if cfg.model.tie_embeddings:
-        expected.discard("lm_head.weight")
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing:
-        raise WeightMappingError("model weights absent from the checkpoint", list(missing))
-    if unexpected:
-        raise WeightMappingError("checkpoint weights the model does not have", list(unexpected))
     model.load_state_dict(state, strict=False, assign=True)
     if cfg.model.tie_embeddings:
         model.lm_head.weight = model.embed.weight
@@ -79,11 +83,23 @@ def model_from_state(cfg: Config, state: dict[str, torch.Tensor], *, dtype: torc
     return model
 
 
-def save_pretrained(model: CausalLM, folder: str | Path, *, architecture: str | None = None) -> Path:
+def save_pretrained(
+    model: CausalLM, folder: str | Path, *, architecture: str | None = None, overwrite: bool = False
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads back.
 
     architecture: which Hugging Face class to write; default: the one the model
     was loaded from, else the first that can express its config.
+    overwrite: replace a folder that holds something other than this model.
+
+    The folder is written all-or-nothing (``archzoo.atomic``): killed at any
+    instant, it holds the complete old checkpoint or the complete new one.
+    A non-empty folder is replaced only if it holds *the same model* - a
+    config.json of the same architecture that states the same hyperparameters
+    (everything but the dtype; the weights may differ, as after fine-tuning) -
+    or if ``overwrite=True``. Saving the same model keeps its other files
+    (tokenizer, generation_config.json, README); any other replace keeps none of
+    the old folder's files. Old weight files (shards, ``.bin``) never survive.
     """
     cfg = model.config
     family, hf_config = _choose_family(cfg, architecture or getattr(model, "hf_architecture", None))
@@ -95,7 +111,7 @@ def save_pretrained(model: CausalLM, folder: str | Path, *, architecture: str | 
     hf_state = ours_to_hf(state, family.rules(cfg), cfg)
     dtypes = {t.dtype for t in hf_state.values()}
     hf_config["torch_dtype"] = str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "float32"
-    write_folder(Path(folder), hf_config, hf_state)
+    write_checkpoint(Path(folder), family, hf_config, hf_state, overwrite=overwrite)
     return Path(folder)
 
 

@@ -52,8 +52,20 @@ def moe_rules(router: str = "gate", shared: str = "shared_experts") -> list:
     ]
 
 
+MTP_ONLY = ("enorm", "hnorm", "eh_proj")
+"""Tensors only a multi-token-prediction layer has: a layer is dropped as MTP only if it holds them."""
+
+
 def rules(cfg: Config) -> list:
-    mtp = [Drop(f"model.layers.{cfg.model.n_layers + j}.{{p}}") for j in range(cfg.model.mtp_layers)]
+    mtp = [
+        Drop(
+            f"model.layers.{n}.{{p}}",
+            only_if_any=MTP_ONLY,
+            otherwise=f"model.layers.{n} has none of the multi-token-prediction tensors ({', '.join(MTP_ONLY)}): it is "
+            f"a decoder layer, so config.json's num_hidden_layers ({cfg.model.n_layers}) is too small",
+        )
+        for n in range(cfg.model.n_layers, cfg.model.n_layers + cfg.model.mtp_layers)
+    ]
     return [
         *mtp,
         Rename("model.layers.{i}.self_attn.kv_a_proj_with_mqa.weight", "layers.{i}.attn.kv_a_proj.weight"),

@@ -39,6 +39,7 @@ class WeightMappingError(CheckpointError):
     on one line, which hides the key list."""
 
     def __init__(self, what: str, keys: Sequence[str]):
+        self.what, self.keys = what, list(keys)
         shown = "\n  ".join(sorted(keys)[:50])
         more = f"\n  ... and {len(keys) - 50} more" if len(keys) > 50 else ""
         super().__init__(f"{what} ({len(keys)}):\n  {shown}{more}")
@@ -82,12 +83,22 @@ class Rename:
 
 @dataclass(frozen=True)
 class Drop:
-    """Checkpoint keys that hold no parameter of ours; never written on save."""
+    """Checkpoint keys that hold no parameter of ours; never written on save.
+
+    ``only_if_any``: drop the matched keys only if one of them contains one of
+    these names (the marker tensors of what is dropped); if keys match but none
+    has a marker, they are not what this rule drops: ``WeightMappingError``
+    with ``otherwise`` as the message."""
 
     hf: str
+    only_if_any: tuple[str, ...] = ()
+    otherwise: str = ""
 
     def load(self, src: State, dst: State, cfg: Config) -> None:
-        for key, _ in _matches(src, self.hf):
+        matched = [key for key, _ in _matches(src, self.hf)]
+        if self.only_if_any and matched and not any(m in key for key in matched for m in self.only_if_any):
+            raise WeightMappingError(self.otherwise, matched)
+        for key in matched:
             del src[key]
 
     def save(self, src: State, dst: State, cfg: Config) -> None:
