@@ -21,7 +21,7 @@ from ..weight_layout import store_column_major
 from .checks import check_fields
 from .family import HFFamily, UnsupportedConfig
 from .io import read_config, read_safetensors
-from .loading import check_state, config_of, weights_of
+from .loading import check_state, common_dtype, config_of, weights_of
 from .registry import ARCHITECTURES, FAMILIES
 from .rules import WeightMappingError, ours_to_hf
 from .saving import write_checkpoint
@@ -69,6 +69,7 @@ def model_from_state(
     with torch.device("meta"):
         model = CausalLM(cfg)
     check_state(model, state, cfg, source)
+    state = common_dtype(model, state)
     if cfg.model.tie_embeddings:
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     model.load_state_dict(state, strict=False, assign=True)

@@ -21,7 +21,7 @@ import torch
 
 from ...config import Config, ConfigError
 from ...errors import ArchzooError, CheckpointError
-from .family import HFFamily
+from .family import HFFamily, UnsupportedConfig
 from .rules import WeightMappingError, hf_to_ours
 
 
@@ -29,6 +29,8 @@ def config_of(family: HFFamily, hf_config: dict, path: Path, name: str) -> Confi
     """The archzoo config of a checkpoint's config.json; errors name ``path`` and the field."""
     try:
         table = family.config_from_hf(hf_config, name)
+    except UnsupportedConfig as err:
+        raise UnsupportedConfig(f"{path}: {err}") from None
     except ArchzooError:
         raise
     except KeyError as err:
@@ -37,8 +39,8 @@ def config_of(family: HFFamily, hf_config: dict, path: Path, name: str) -> Confi
         raise CheckpointError(f"{path}: a field has a type or value {family.architecture} cannot use ({err})") from None
     try:
         return Config.from_dict(table, str(path))
-    except ConfigError as err:
-        raise ConfigError(f"{err} (the config as read from config.json)") from None
+    except ConfigError:
+        raise
     except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as err:
         raise CheckpointError(f"{path}: a field has a type or value archzoo cannot use ({err})") from None
 
@@ -85,3 +87,18 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], cfg: Con
     if wrong:
         shown = "; ".join(wrong[:5]) + (f"; ... and {len(wrong) - 5} more" if len(wrong) > 5 else "")
         raise CheckpointError(f"{where}tensor shapes disagree with config.json: {shown}")
+
+
+def common_dtype(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameters stored in mixed float dtypes cast to the dtype most of their elements have (as transformers
+    casts to one dtype); a stray float16 tensor in a float32 file would otherwise fail inside a matmul.
+    Buffers keep their stored dtype (DeepSeek-V3's router bias is kept float32 beside bfloat16 weights)."""
+    params = {name for name, _ in model.named_parameters()}
+    sizes: dict[torch.dtype, int] = {}
+    for key, tensor in state.items():
+        if key in params:
+            sizes[tensor.dtype] = sizes.get(tensor.dtype, 0) + tensor.numel()
+    if len(sizes) <= 1:
+        return state
+    target = max(sizes, key=sizes.get)
+    return {k: v.to(target) if k in params else v for k, v in state.items()}

@@ -33,16 +33,16 @@ State = dict[str, torch.Tensor]
 
 
 class WeightMappingError(CheckpointError):
-    """Checkpoint and model keys do not correspond; the message lists the keys.
+    """Checkpoint and model keys do not correspond; the message lists the keys (on one line: the CLI prints one).
 
     A ``CheckpointError`` (so a ``ValueError``), not a ``KeyError``: KeyError quotes its message
     on one line, which hides the key list."""
 
     def __init__(self, what: str, keys: Sequence[str]):
         self.what, self.keys = what, list(keys)
-        shown = "\n  ".join(sorted(keys)[:50])
-        more = f"\n  ... and {len(keys) - 50} more" if len(keys) > 50 else ""
-        super().__init__(f"{what} ({len(keys)}):\n  {shown}{more}")
+        shown = ", ".join(sorted(keys)[:8])
+        more = f", ... and {len(keys) - 8} more" if len(keys) > 8 else ""
+        super().__init__(f"{what} ({len(keys)}): {shown}{more}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
