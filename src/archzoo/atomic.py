@@ -59,7 +59,7 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_folder", "is_temporary", "recover"]
+__all__ = ["atomic_file", "atomic_folder", "is_temporary", "recover"]
 
 TMP_TAG = ".archzoo-tmp-"
 OLD_TAG = ".archzoo-old-"
@@ -103,6 +103,35 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)  # the old folder after an exchange, or the abandoned new one
     finally:
         os.close(lock)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling file name; on a clean exit it replaces ``path`` in one rename.
+
+    The file gets the user's umask and is fsynced first; on an exception (or a kill) ``path`` is
+    untouched and the temporary is removed (a kill leaves a hidden ``.NAME.archzoo-tmp-*`` file)."""
+    target = Path(path).expanduser().absolute()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"{target}: cannot create the folder {target.parent}: {err.strerror or err}") from err
+    if target.is_dir():
+        raise CheckpointError(f"{target}: is a folder; give a file name")
+    tmp = target.parent / f".{target.name}{TMP_TAG}{secrets.token_hex(6)}{target.suffix}"
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def recover(path: str | Path) -> None:

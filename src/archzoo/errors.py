@@ -24,3 +24,8 @@ class CheckpointError(ArchzooError, ValueError):
 
 class InputError(ArchzooError, ValueError):
     """A bad argument to a model call, ``generate`` or another API function; the message names the argument."""
+
+
+class InsufficientMemory(ArchzooError, MemoryError):
+    """The work asked for needs more memory than the machine (or its cgroup) has free; the message gives
+    both figures and the flag that forces it. Raised before anything is allocated."""

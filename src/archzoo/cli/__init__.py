@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from .. import __version__
-from ..config import ConfigError
-from ..errors import ArchzooError
 from .argtypes import HelpFormatter
+from .boundary import run_command
 
 COMMANDS = {
     "list": "archzoo.cli.list_cmd",
@@ -40,6 +38,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends in one line and a non-zero exit (``boundary.py``), also Ctrl-C while torch imports."""
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     modules = _load()
     parser = Parser(prog="archzoo", description="A reference zoo of transformer architectures.")
     parser.add_argument("--version", action="version", version=f"archzoo {__version__}")
@@ -51,11 +54,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         module.add_arguments(command)
     args = parser.parse_args(argv)
-    try:
-        return modules[args.command].run(args) or 0
-    except ConfigError as err:
-        print(f"archzoo: config error: {err}", file=sys.stderr)
-        return 2
-    except ArchzooError as err:
-        print(f"archzoo: {err}", file=sys.stderr)
-        return 2
+    return modules[args.command].run(args) or 0

@@ -19,7 +19,8 @@ import json
 import sys
 
 from ..inspect import count_params, dtype_bytes, estimate_memory
-from ..inspect.blocks import BLOCK_KINDS, BlockSize, measure_block
+from ..inspect.blocks import BLOCK_KINDS, BlockSize, build_block, measure_block
+from ..memory_guard import require_memory
 from ..models.hf.config_json import load_any_config
 from .argtypes import non_negative_int, positive_int
 from .params_cmd import add_memory_arguments, human_bytes
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     blocks.add_argument("--kv-lora-rank", type=positive_int, help="mla latent width (default: 4 head_dim)")
     blocks.add_argument("--q-lora-rank", type=non_negative_int, help="mla query rank (default: 3 kv_lora_rank; 0 = none)")
     blocks.add_argument("--repeats", type=positive_int, default=3, help="timed calls per block (default: 3)")
+    blocks.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,9 +175,25 @@ def block_size(args: argparse.Namespace, kind: str) -> BlockSize:
     return size
 
 
+def require_block_memory(kind: str, variants: list[str], size: BlockSize, *, force: bool) -> None:
+    """The largest variant's float32 weights (built on meta, so nothing is allocated) plus its working set:
+    about 8 [batch, seq, max(d_model, hidden)] activations and, for attention, the [batch, heads, seq, seq] scores."""
+    import torch
+
+    if force:
+        return
+    with torch.device("meta"):
+        weights = max(sum(p.numel() for p in build_block(kind, v, size).module.parameters()) for v in variants)
+    width = max(size.d_model, size.plain_hidden)
+    scores = size.batch * size.n_heads * size.seq_len**2 if kind in ("attention", "position") else 0
+    need = 4 * (weights + 8 * size.batch * size.seq_len * width + 2 * scores)
+    require_memory(need, f"--blocks {kind} at d_model {size.d_model}", force=force)
+
+
 def run_blocks(args: argparse.Namespace) -> int:
     kind, variants = parse_blocks(args.blocks)
     size = block_size(args, kind)
+    require_block_memory(kind, variants, size, force=args.force)
     reports = [measure_block(kind, variant, size, repeats=args.repeats) for variant in variants]
     if args.json:
         print(json.dumps({"size": size.__dict__, "blocks": [r.to_dict() for r in reports]}, indent=2))

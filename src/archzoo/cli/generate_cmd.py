@@ -23,6 +23,7 @@ import torch
 
 from ..config import load_config
 from ..generate import DECODE_SCHEMES, generate
+from ..memory_guard import require_inference_memory
 from ..models.decoder import build_model
 from ..models.hf import load_pretrained
 from ..text.stream import StreamDecoder
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random init and of sampling")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
 
 
 def load_model(name_or_folder: str, seed: int) -> tuple[torch.nn.Module, str]:
@@ -119,6 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
     set_threads(args.threads)
+    prompt_bound = len((args.prompt or args.prompt_ids or "").encode("utf-8"))  # >= its tokens
+    require_inference_memory(args.model, prompt_bound + args.max_new_tokens, force=args.force)
     model, described = load_model(args.model, args.seed)
     model.eval()
     tokenizer = find_tokenizer(args.model, args.tokenizer)

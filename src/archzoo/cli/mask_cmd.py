@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_file
 from ..glm import blank_infilling, prefix_lm_inputs, shuffle_spans
+from ..memory_guard import require_memory
 from .argtypes import non_negative_int, positive_int
 
 # symbolic ids for the printed tokens (only their names matter here)
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generated", type=non_negative_int, default=0, help="chatglm: generated tokens g1..gk after <sop>")
     parser.add_argument("--png", type=Path, metavar="FILE", help="also draw the mask into a PNG file (matplotlib)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
 
 
 def parse_spans(text: str) -> list[tuple[int, int]]:
@@ -65,10 +66,21 @@ def parse_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+GRID_BYTES = {"text": 12, "json": 48, "png": 40}
+"""Bytes per mask cell: the bool mask, its int copy and the text grid; a Python int per cell in JSON;
+matplotlib's float image and RGBA buffer for the PNG."""
+
+
+def require_grid_memory(length: int, args: argparse.Namespace) -> None:
+    per_cell = max(GRID_BYTES["text"], GRID_BYTES["json"] if args.json else 0, GRID_BYTES["png"] if args.png else 0)
+    require_memory(length * length * per_cell, f"a {length} x {length} mask", force=args.force)
+
+
 def glm_layout(args: argparse.Namespace) -> Layout:
     if args.length is None or args.length < 1:
         raise ValueError("--length: required for glm, the number of text tokens (>= 1)")
     spans = parse_spans(args.spans)
+    require_grid_memory(args.length + 1 + 2 * len(spans), args)
     if args.shuffle is not None:
         spans = shuffle_spans(spans, torch.Generator().manual_seed(args.shuffle))
     names = {**NAMES, **{TEXT + i + 1: f"x{i + 1}" for i in range(args.length)}}
@@ -96,6 +108,7 @@ def glm_layout(args: argparse.Namespace) -> Layout:
 def chatglm_layout(args: argparse.Namespace) -> Layout:
     if args.prompt_length is None or args.prompt_length < 0 or args.generated < 0:
         raise ValueError("--prompt-length: required for chatglm (>= 0); --generated must be >= 0")
+    require_grid_memory(args.prompt_length + 2 + args.generated, args)
     prompt = [f"p{i + 1}" for i in range(args.prompt_length)]
     generated = [f"g{i + 1}" for i in range(args.generated)]
     names = [*prompt, "[gMASK]", "<sop>", *generated]
@@ -161,21 +174,13 @@ def draw_png(layout: Layout, path: Path) -> None:
     ax.axhline(layout.sep - 0.5, color="black", lw=1)
     ax.set_title(layout.title, fontsize=8, wrap=True)
     fig.tight_layout()
-    path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        with atomic_file(path) as tmp:  # the user's umask, whole or not at all
+            fig.savefig(tmp, format="png", dpi=120)
     except OSError as err:
-        plt.close(fig)
         raise ValueError(f"--png: cannot write {path}: {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:

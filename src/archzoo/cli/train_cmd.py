@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..memory_guard import require_training_memory
 from ..train import PRECISIONS, TrainSettings, resume, train
 
 DEFAULTS = TrainSettings()
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-tokens", type=int, default=200, help="tokens of the sample generated at the end; 0 = none (default: 200)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or Path(DEFAULT_OUT.format(name=Path(args.model).stem if Path(args.model).suffix == ".toml" else Path(args.model).name))
         settings = settings_from(args)
         method = method_from(args)
+        require_training_memory(args.model, settings.batch, settings.seq_len, settings.checkpointing, force=args.force)
 
         def announce(trainer) -> None:
             n = sum(p.numel() for p in trainer.parameters)

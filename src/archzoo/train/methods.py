@@ -57,9 +57,10 @@ class FullTraining:
         _choose_family(model.config, getattr(model, "hf_architecture", None))
 
     def save(self, model: nn.Module, folder: Path) -> None:
+        """Replaces ``folder`` whole and atomically: ``train`` checked --overwrite before the first step."""
         from ..models.hf import save_pretrained
 
-        save_pretrained(model, folder)
+        save_pretrained(model, folder, overwrite=True)
 
 
 def load_exactly(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

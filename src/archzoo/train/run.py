@@ -259,12 +259,7 @@ def _save_artefacts(result: RunResult, trainer: Trainer, info: dict) -> None:
     except UnsupportedConfig as err:
         result.notes.append(f"no {target}: {str(err).splitlines()[0]} (the checkpoint in checkpoints/ holds the weights)")
     else:
-        if target.exists():
-            shutil.rmtree(target)
-        method.save(model, target)
+        method.save(model, target)  # replaces the folder atomically: a kill here keeps the old one
         result.artefact = target
     if info.get("save"):
-        save = Path(info["save"])
-        if save.exists():
-            shutil.rmtree(save)
-        method.save(model, save)
+        method.save(model, Path(info["save"]))

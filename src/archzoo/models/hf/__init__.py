@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from ...atomic import recover
-
 from ...config import Config
 from ..decoder import CausalLM
 from ..weight_layout import store_column_major
