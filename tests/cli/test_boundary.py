@@ -1,0 +1,101 @@
+"""The CLI boundary: every failure ends in one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import archzoo
+from archzoo import memory_guard
+from archzoo.cli import main
+from archzoo.cli.boundary import run_command
+from archzoo.errors import CheckpointError
+
+
+def _raise(err):
+    def command():
+        raise err
+    return command
+
+
+@pytest.mark.parametrize(
+    ("err", "code", "says"),
+    [
+        (CheckpointError("ckpt/model.safetensors: truncated"), 2, "archzoo: ckpt/model.safetensors: truncated"),
+        (KeyboardInterrupt(), 130, "archzoo: interrupted"),
+        (MemoryError(), 1, "out of memory"),
+        (PermissionError(13, "Permission denied", "/root/x.png"), 1, "archzoo: /root/x.png: Permission denied"),
+        (TypeError("unsupported format string\npassed to NoneType"), 70, "internal error TypeError: unsupported format string passed"),
+    ],
+)
+def test_each_failure_is_one_line_and_an_exit_code(capsys, err, code, says):
+    assert run_command(_raise(err)) == code
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and says in err_text, err_text
+
+
+def test_archzoo_traceback_shows_the_bug(monkeypatch):
+    monkeypatch.setenv("ARCHZOO_TRACEBACK", "1")
+    with pytest.raises(TypeError):
+        run_command(_raise(TypeError("bug")))
+
+
+def test_generate_on_a_corrupt_folder_is_one_line(tmp_path, capsys):
+    folder = archzoo.save_pretrained(archzoo.build_model(archzoo.load_config("llama-tiny")), tmp_path / "ckpt")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["generate", str(folder), "--prompt-ids", "1,2", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{folder}/model.safetensors" in err[0] and "truncated or corrupt" in err[0]
+
+
+def test_piping_into_head_ends_quietly(tmp_path):
+    """``archzoo list | head -1``: head leaves after one line; no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = "import sys; from archzoo.cli import main; sys.exit(main(['list']))"
+    pipeline = f"{sys.executable} -c \"{script}\" | head -c 1 > /dev/null"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode in (0, 141)  # 141 = 128 + SIGPIPE; 0 if all output fit the pipe before head left
+
+
+# ---- memory ----
+
+def test_available_memory_takes_the_cgroup_limit(tmp_path, monkeypatch):
+    (tmp_path / "max").write_text("1000000\n")
+    (tmp_path / "current").write_text("400000\n")
+    monkeypatch.setattr(memory_guard, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),))
+    assert memory_guard.available_bytes() == 600_000  # far below any machine's MemAvailable
+    (tmp_path / "max").write_text("max\n")
+    assert memory_guard.available_bytes() == memory_guard._meminfo_available()
+
+
+def test_generate_refuses_a_model_larger_than_memory_and_force_overrides(monkeypatch, capsys):
+    cfg = archzoo.load_config("llama-tiny")
+    need = archzoo.estimate_memory(cfg, batch=1, seq_len=3 + 2, dtype="fp32").inference_bytes
+    monkeypatch.setattr(memory_guard, "available_bytes", lambda: int(need) - 1)
+    assert main(["generate", "llama-tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "llama-tiny" in err and "needs about" in err and "--force" in err and err.count("\n") == 1
+    torch.manual_seed(0)
+    assert main(["generate", "llama-tiny", "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mask", "glm", "--length", "200000"],
+        ["compare", "--blocks", "mlp:swiglu,gelu", "--d-model", "100000"],
+        ["train", "llama-7b", "--steps", "1"],
+        ["generate", "llama3-8b", "--prompt-ids", "1", "--max-new-tokens", "1"],
+    ],
+)
+def test_commands_refuse_what_does_not_fit(monkeypatch, capsys, argv):
+    monkeypatch.setattr(memory_guard, "available_bytes", lambda: 16 * 10**9)  # a 16 GB machine, whatever this one has
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "16.0 GB is available" in err and err.count("\n") == 1, err
