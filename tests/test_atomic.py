@@ -143,3 +143,24 @@ def test_lock_is_held_while_writing(tmp_path):
         finally:
             os.close(fd)
         (tmp / "a").write_text("a")
+
+
+def test_atomic_file_replaces_in_one_step_with_the_umask(tmp_path):
+    from archzoo.atomic import atomic_file
+
+    target = tmp_path / "plot.png"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("matplotlib failed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    old_mask = os.umask(0o022)
+    try:
+        with atomic_file(target) as tmp:
+            tmp.write_text("new")
+            os.chmod(tmp, 0o600)  # as mkstemp leaves it
+    finally:
+        os.umask(old_mask)
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]

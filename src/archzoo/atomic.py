@@ -110,14 +110,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling file name; on a clean exit it replaces ``path`` in one rename.
 
     The file gets the user's umask and is fsynced first; on an exception (or a kill) ``path`` is
-    untouched and the temporary is removed (a kill leaves a hidden ``.NAME.archzoo-tmp-*`` file)."""
+    untouched and the temporary is removed (a kill leaves a hidden ``.NAME.archzoo-tmp-*`` file).
+    A folder that cannot be created or written raises the ``OSError``, for the caller to name its argument."""
     target = Path(path).expanduser().absolute()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CheckpointError(f"{target}: cannot create the folder {target.parent}: {err.strerror or err}") from err
+    target.parent.mkdir(parents=True, exist_ok=True)  # OSErrors pass through: the caller names its flag
     if target.is_dir():
-        raise CheckpointError(f"{target}: is a folder; give a file name")
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file name", str(target))
     tmp = target.parent / f".{target.name}{TMP_TAG}{secrets.token_hex(6)}{target.suffix}"
     try:
         yield tmp
