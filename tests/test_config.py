@@ -149,12 +149,18 @@ def test_rotary_fraction_outside_zero_one(tmp_path, fraction):
         ("attention", "head_dim", -8),
         ("mlp", "hidden", 0),
         ("norm", "eps", 0.0),
-        ("position", "theta", -1.0),
     ],
 )
 def test_sizes_must_be_positive(tmp_path, section, field, value):
     path = write_config(tmp_path, **{section: {field: value}})
     assert_names(load_error(path), path, f"{section}.{field}", "must be > 0", str(value))
+
+
+@pytest.mark.parametrize("theta", [-1.0, 0.0, 1.0])
+def test_rope_base_must_exceed_one(tmp_path, theta):
+    # omega_i = theta^(-2i/r) must fall with i; theta = 1 gives every pair the same angle
+    path = write_config(tmp_path, position={"theta": theta})
+    assert_names(load_error(path), path, "position.theta", "must be in (1, ", str(theta))
 
 
 def test_d_model_must_split_into_heads_unless_head_dim_is_set(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -141,9 +142,11 @@ class Config:
             return True
         return self.norm.residual_from_normed
 
-    @property
+    @functools.cached_property
     def layer_plan(self) -> tuple[LayerPlan, ...]:
-        """Per-layer attention and MLP kind, with MoE dense layers expanded."""
+        """Per-layer attention and MLP kind, with MoE dense layers expanded.
+
+        Computed once per config (callers index it per parameter: ``count_params``)."""
         return tuple(
             LayerPlan(i, self.attention.kind, "moe" if self.is_moe_layer(i) else "dense")
             for i in range(self.model.n_layers)

@@ -114,7 +114,10 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, where, f"must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(source, where, f"must be a finite number, got {value}") from None
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(source, where, f"must be a string, got {value!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .limits import check_numbers
 from .sections import FROM_NORMED_PLACEMENTS
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def validate(c: Config, source: str) -> None:
             if v is not None and v <= 0:
                 fail(f"{section}.{n}", f"must be > 0, got {v}")
 
+    check_numbers(c, fail)
     m, n, mlp = c.model, c.norm, c.mlp
     positive("model", m, "vocab_size", "d_model", "n_layers", "max_seq_len", "init_std")
     if m.mtp_layers < 0:
@@ -32,6 +34,9 @@ def validate(c: Config, source: str) -> None:
         fail("model.embedding_grad_scale", f"must be in (0, 1], got {m.embedding_grad_scale}")
 
     positive("norm", n, "eps", "deepnorm_alpha", "deepnorm_beta")
+    for key in ("deepnorm_alpha", "deepnorm_beta"):
+        if getattr(n, key) is not None and n.placement != "deepnorm":
+            fail(f"norm.{key}", f"only applies with placement = 'deepnorm', not {n.placement!r}; remove it")
     if n.residual_from_normed and n.placement not in FROM_NORMED_PLACEMENTS:
         fail(
             "norm.residual_from_normed",
@@ -44,6 +49,20 @@ def validate(c: Config, source: str) -> None:
     positive("mlp", mlp, "hidden", "multiple_of", "ffn_dim_multiplier")
     if mlp.hidden is None and mlp.multiple_of is None:
         fail("mlp.hidden", "set hidden, or multiple_of for LLaMA's sizing rule")
+    if mlp.hidden is not None and (mlp.multiple_of is not None or mlp.ffn_dim_multiplier is not None):
+        fail(
+            "mlp.multiple_of",
+            "hidden is set, so LLaMA's rule (multiple_of, ffn_dim_multiplier) would be ignored; set one or the other",
+        )
+    if mlp.hidden is None and not 1 <= c.mlp_hidden <= 2**24:
+        fail(
+            "mlp.ffn_dim_multiplier" if mlp.ffn_dim_multiplier is not None else "mlp.multiple_of",
+            f"LLaMA's rule gives an MLP width of {c.mlp_hidden:,}; it must be in [1, 2^24]",
+        )
+    if mlp.kind == "swiglu" and mlp.gelu_approximate != "none":
+        fail("mlp.gelu_approximate", "only applies to kind = 'gelu' or 'geglu' (swiglu uses SiLU)")
+    if mlp.kind == "gelu" and mlp.gated_half_order != "gate_first":
+        fail("mlp.gated_half_order", "only applies to the gated kinds 'swiglu' and 'geglu'")
 
     if c.moe is not None:
         _check_moe(c, fail, positive)
@@ -68,6 +87,8 @@ def _check_attention(c: Config, fail, positive) -> None:
         for key in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
             if getattr(a, key):
                 fail(f"attention.{key}", "only applies to kind = 'mla'")
+        if a.mla_mode != "absorbed":
+            fail("attention.mla_mode", "only applies to kind = 'mla'; remove it")
         return
     # multi-head latent attention
     for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
@@ -84,11 +105,19 @@ def _check_attention(c: Config, fail, positive) -> None:
         fail("attention.qk_norm", "does not apply to kind = 'mla' (its latents carry their own norms)")
     if c.position.kind != "rope":
         fail("position.kind", "kind = 'mla' needs 'rope' (its decoupled key is rotated)")
+    if c.position.rotary_fraction != 1:
+        fail("position.rotary_fraction", "does not apply to kind = 'mla' (it rotates its qk_rope_head_dim dims); remove it")
 
 
 def _check_position(c: Config, fail, positive) -> None:
     p = c.position
     positive("position", p, "theta")
+    defaults = type(p)()
+    rope_only = ("theta", "rotary_fraction", "layout", "fp16_frequencies")
+    ignored = {"alibi": rope_only, "none": rope_only, "glm2d": ("rotary_fraction", "layout")}
+    for key in ignored.get(p.kind, ()):
+        if getattr(p, key) != getattr(defaults, key):
+            fail(f"position.{key}", f"does not apply to kind = {p.kind!r}; remove it")
     if not 0 < p.rotary_fraction <= 1:
         fail("position.rotary_fraction", f"must be in (0, 1], got {p.rotary_fraction}")
     rotated = c.head_dim * p.rotary_fraction
@@ -108,13 +137,25 @@ def _check_position(c: Config, fail, positive) -> None:
         fail("attention.head_dim", f"glm2d rotates two halves of each head in pairs: head_dim ({c.head_dim}) must be a multiple of 4")
     s = p.scaling
     if s is not None:
-        if p.kind not in ("rope", "glm2d"):
-            fail("position.scaling", f"only applies to RoPE, not kind = {p.kind!r}")
+        if p.kind != "rope":
+            fail("position.scaling", f"only applies to kind = 'rope', not {p.kind!r}")
         positive("position.scaling", s, "factor", "original_max_seq_len", "beta_fast", "beta_slow")
         if s.kind in ("llama3", "yarn") and s.original_max_seq_len is None:
             fail("position.scaling.original_max_seq_len", f"required for kind = {s.kind!r}")
         if s.kind == "llama3" and s.high_freq_factor <= s.low_freq_factor:
             fail("position.scaling.high_freq_factor", "must be > low_freq_factor")
+        if s.kind == "yarn" and s.beta_fast <= s.beta_slow:
+            fail(
+                "position.scaling.beta_fast",
+                f"must be > beta_slow ({s.beta_slow:g}): the ramp runs from beta_slow to beta_fast rotations",
+            )
+        llama3 = ("original_max_seq_len", "low_freq_factor", "high_freq_factor")
+        yarn = ("original_max_seq_len", "beta_fast", "beta_slow", "mscale", "mscale_all_dim")
+        used = {"linear": (), "llama3": llama3, "yarn": yarn}[s.kind]
+        scaling_defaults = type(s)(kind=s.kind, factor=s.factor)
+        for key in dict.fromkeys(llama3 + yarn):
+            if key not in used and getattr(s, key) != getattr(scaling_defaults, key):
+                fail(f"position.scaling.{key}", f"does not apply to kind = {s.kind!r}; remove it")
 
 
 def _check_moe(c: Config, fail, positive) -> None:
@@ -126,6 +167,10 @@ def _check_moe(c: Config, fail, positive) -> None:
         fail("moe.n_shared_experts", f"must be >= 0, got {e.n_shared_experts}")
     if e.shared_gate and e.n_shared_experts == 0:
         fail("moe.shared_gate", "needs n_shared_experts >= 1")
+    if e.shared_hidden is not None and e.n_shared_experts == 0:
+        fail("moe.shared_hidden", "needs n_shared_experts >= 1 (there is no shared expert to size)")
+    if e.n_groups == 1 and e.group_score != "max":
+        fail("moe.group_score", "only applies with n_groups > 1 (group-limited routing)")
     if e.n_experts % e.n_groups:
         fail("moe.n_groups", f"must divide n_experts ({e.n_experts}), got {e.n_groups}")
     if e.topk_groups > e.n_groups:
@@ -144,3 +189,11 @@ def _check_moe(c: Config, fail, positive) -> None:
         fail("moe.dense_layers", f"indices must be in [0, {c.model.n_layers}), got {bad}")
     if e.aux_loss_coef < 0 or e.bias_update_rate < 0:
         fail("moe.aux_loss_coef", "aux_loss_coef and bias_update_rate must be >= 0")
+    if e.sparse_step > c.model.n_layers:
+        fail("moe.sparse_step", f"must be <= n_layers ({c.model.n_layers}), got {e.sparse_step}")
+    if not any(c.is_moe_layer(i) for i in range(c.model.n_layers)):
+        fail(
+            "moe",
+            "applies to no layer (first_dense_layers, sparse_step and dense_layers leave every layer dense); "
+            "remove [moe] or let it cover a layer",
+        )
