@@ -119,7 +119,6 @@ def test_invalid_utf8_names_the_file(tmp_path):
         ({"moe": {**MOE, "sparse_step": 3}}, "moe.sparse_step", "<= n_layers"),
         # a shared width without a shared expert: no parameters, but 7.5x the activation memory estimate
         ({"moe": {**MOE, "shared_hidden": 128}}, "moe.shared_hidden", "n_shared_experts >= 1"),
-        ({"moe": {**MOE, "group_score": "top2_sum"}}, "moe.group_score", "n_groups > 1"),
         # LLaMA's rule giving a width of 0: int(0.001 * int(8 * 32 / 3)) = 0
         ({"mlp": {"hidden": None, "multiple_of": 1, "ffn_dim_multiplier": 0.001}}, "mlp.ffn_dim_multiplier", "width of 0"),
         ({"mlp": {"hidden": 64, "multiple_of": 32}}, "mlp.multiple_of", "would be ignored"),

@@ -227,14 +227,17 @@ class MoESection:
     normalize_top_k: renormalise the chosen weights to sum to 1.
     n_groups / topk_groups: group-limited routing (DeepSeek): experts split in
         n_groups; only experts in the best topk_groups groups may be chosen.
-    group_score: a group's score: ``max`` (V2) or ``top2_sum`` (V3).
+    group_score: a group's score: ``max`` (V2) or ``top2_sum`` (V3). Ignored when
+        n_groups = 1 (the one group is always kept); accepted there because
+        DeepSeek-V3-style checkpoints with ``n_group = 1`` carry it.
     routed_scaling_factor: multiplies the routed output weights.
     correction_bias: a non-learned per-expert bias used only for choosing (V3).
     first_dense_layers: the first k layers use the dense MLP (DeepSeek first_k_dense_replace).
     sparse_step: every sparse_step-th layer is MoE (Qwen-MoE decoder_sparse_step).
     dense_layers: explicit dense layer indices (Qwen-MoE mlp_only_layers).
     aux_loss_coef: weight of the load-balancing loss in the returned aux loss.
-    bias_update_rate: gamma of the aux-loss-free bias update (DeepSeek-V3).
+    bias_update_rate: gamma of the aux-loss-free bias update (DeepSeek-V3); ignored
+        without correction_bias (its default 0.001 is always present).
     """
 
     n_experts: int

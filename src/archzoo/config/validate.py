@@ -169,8 +169,6 @@ def _check_moe(c: Config, fail, positive) -> None:
         fail("moe.shared_gate", "needs n_shared_experts >= 1")
     if e.shared_hidden is not None and e.n_shared_experts == 0:
         fail("moe.shared_hidden", "needs n_shared_experts >= 1 (there is no shared expert to size)")
-    if e.n_groups == 1 and e.group_score != "max":
-        fail("moe.group_score", "only applies with n_groups > 1 (group-limited routing)")
     if e.n_experts % e.n_groups:
         fail("moe.n_groups", f"must divide n_experts ({e.n_experts}), got {e.n_groups}")
     if e.topk_groups > e.n_groups:
