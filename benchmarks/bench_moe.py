@@ -32,11 +32,11 @@ from collections.abc import Callable
 
 import torch
 import transformers
+from archzoo.models.weight_layout import store_column_major
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
 
 from archzoo.blocks.experts import Dispatch
 from archzoo.blocks.moe import MoE
-from archzoo.models.weight_layout import store_column_major
 
 D_MODEL, N_EXPERTS, TOP_K, EXPERT_HIDDEN = 512, 16, 2, 256
 

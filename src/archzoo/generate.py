@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .fast import decoding_layout
 from .glm.decode import GLMPrefixPositions
 
 
@@ -171,22 +172,23 @@ def generate(
     keep = attention_mask.bool() if attention_mask is not None and not bool(attention_mask.bool().all()) else None
     max_len = seq + max_new_tokens
     cache = model.new_cache(max_len)
-    positions, mask = scheme.prefill(input_ids, keep, max_len)
-    logits = model(input_ids, mask, positions, cache, logits_to_keep=1)
-    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    new_tokens = []
-    while True:
-        token = next_token(logits[:, -1], temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            token = token.masked_fill(finished, eos_id)
-            finished |= token == eos_id
-        new_tokens.append(token)
-        stop = on_token is not None and bool(on_token(token))
-        if stop or len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
-            break
-        positions, mask = scheme.step()
-        logits = model(token[:, None], mask, positions, cache, logits_to_keep=1)
-    return torch.stack(new_tokens, dim=1)
+    with decoding_layout(model):  # a faster head layout while decoding (fast/head.py); no-op otherwise
+        positions, mask = scheme.prefill(input_ids, keep, max_len)
+        logits = model(input_ids, mask, positions, cache, logits_to_keep=1)
+        finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        new_tokens = []
+        while True:
+            token = next_token(logits[:, -1], temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                token = token.masked_fill(finished, eos_id)
+                finished |= token == eos_id
+            new_tokens.append(token)
+            stop = on_token is not None and bool(on_token(token))
+            if stop or len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
+                break
+            positions, mask = scheme.step()
+            logits = model(token[:, None], mask, positions, cache, logits_to_keep=1)
+        return torch.stack(new_tokens, dim=1)
 
 
 DECODE_SCHEMES = {

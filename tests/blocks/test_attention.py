@@ -205,11 +205,9 @@ def test_rejects_kv_heads_not_dividing_heads():
 def test_kv_head_sharing_fallback_equals_sdpa_gqa(monkeypatch):
     """torch 2.4 has no SDPA ``enable_gqa``; the repeat fallback must give the same result."""
     from archzoo.blocks import attention
-    from archzoo.blocks.masks import MaskSpec
-
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
-    spec = MaskSpec(None, True)
+    spec = AttentionContext(mask=build_mask(5, 0, None))
     shared = attention.attend(q, k, v, spec, 0.3)
     monkeypatch.setattr(attention, "SDPA_SHARES_KV_HEADS", False)
     repeated = attention.attend(q, k, v, spec, 0.3)

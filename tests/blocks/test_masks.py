@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from archzoo.blocks.attention import Attention, AttentionContext
-from archzoo.blocks.masks import MaskSpec, build_mask, causal_mask, never_empty
+from archzoo.blocks.masks import build_mask, causal_mask, never_empty
 
 NEG_INF = float("-inf")
 
@@ -19,30 +18,25 @@ def test_causal_mask_worked_example():
     assert torch.equal(causal_mask(4, 4, 0), torch.ones(4, 4, dtype=torch.bool).tril())
 
 
-def test_no_mask_uses_sdpa_causal_flag():
-    spec = build_mask(5, 0, None)
-    assert spec.mask is None and spec.is_causal
+def test_no_mask_is_the_causal_matrix():
+    assert torch.equal(build_mask(5, 0, None), causal_mask(5, 5, 0)[None, None])
     # an all-ones padding mask is the same as none
-    spec = build_mask(5, 0, torch.ones(2, 5))
-    assert spec.mask is None and spec.is_causal
+    assert torch.equal(build_mask(5, 0, torch.ones(2, 5)), causal_mask(5, 5, 0)[None, None].expand(2, 1, 5, 5))
 
 
 def test_one_new_token_sees_the_whole_cache():
-    spec = build_mask(1, 6, None)
-    assert spec.mask is None and not spec.is_causal
+    assert build_mask(1, 6, None).all()
 
 
 def test_several_new_tokens_after_a_cache_are_causal_from_their_slot():
-    spec = build_mask(3, 4, None)
-    assert not spec.is_causal
-    assert torch.equal(spec.mask, causal_mask(3, 7, 4))
+    assert torch.equal(build_mask(3, 4, None)[0, 0], causal_mask(3, 7, 4))
 
 
 def test_padding_mask_and_causality_combine():
     keep = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 0]])
-    spec = build_mask(4, 0, keep)
-    assert spec.mask.dtype == torch.bool and not spec.is_causal
-    allowed = spec.mask[:, 0]
+    mask = build_mask(4, 0, keep)
+    assert mask.dtype == torch.bool
+    allowed = mask[:, 0]
     for b in range(2):
         for q in range(4):
             for k in range(4):
@@ -54,7 +48,7 @@ def test_padding_mask_and_causality_combine():
 
 def test_padding_with_cache_covers_past_and_current_slots():
     keep = torch.tensor([[0, 1, 1, 1, 1, 1]])  # 4 cached slots + 2 new
-    allowed = build_mask(2, 4, keep).mask[0, 0]
+    allowed = build_mask(2, 4, keep)[0, 0]
     expected = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.bool)
     assert torch.equal(allowed, expected)
 
@@ -68,10 +62,9 @@ def test_explicit_mask_is_taken_as_given():
     allowed = torch.zeros(1, 3, 3, dtype=torch.bool)
     allowed[0, :, 0] = True  # everyone sees only slot 0, even slot 0's "future" is irrelevant
     allowed[0, 0, 2] = True  # and query 0 sees slot 2: no causality imposed
-    spec = build_mask(3, 0, allowed)
-    assert torch.equal(spec.mask[:, 0], allowed)
-    four_d = build_mask(3, 0, allowed[:, None])
-    assert torch.equal(four_d.mask, spec.mask)
+    mask = build_mask(3, 0, allowed)
+    assert torch.equal(mask[:, 0], allowed)
+    assert torch.equal(build_mask(3, 0, allowed[:, None]), mask)
 
 
 def test_explicit_mask_of_wrong_shape_is_rejected():
@@ -89,41 +82,27 @@ def test_never_empty_only_touches_empty_rows():
 
 def test_bias_is_added_and_disallowed_keys_get_minus_infinity():
     bias = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 3, 3)  # [heads, q, kv]
-    spec = build_mask(3, 0, None, bias=bias)
+    mask = build_mask(3, 0, None, bias=bias)
     causal = causal_mask(3, 3, 0)
-    assert spec.mask.shape == (1, 2, 3, 3) and not spec.is_causal  # [batch (broadcast), heads, q, kv]
-    assert torch.equal(spec.mask[0][:, causal], bias[:, causal])
-    assert (spec.mask[0][:, ~causal] == NEG_INF).all()
+    assert mask.shape == (1, 2, 3, 3)  # [batch (broadcast), heads, q, kv]
+    assert torch.equal(mask[0][:, causal], bias[:, causal])
+    assert (mask[0][:, ~causal] == NEG_INF).all()
 
 
 def test_bias_with_padding_broadcasts_over_batch_and_never_leaves_a_row_empty():
     bias = torch.randn(2, 3, 3)
     keep = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    spec = build_mask(3, 0, keep, bias=bias)
-    assert spec.mask.shape == (2, 2, 3, 3)  # [batch, heads, q, kv]
-    assert torch.isfinite(spec.mask).any(-1).all()
-    assert (spec.mask[0, :, :, 0] == NEG_INF)[:, 1:].all()  # padded key hidden from real queries
-    assert torch.equal(spec.mask[1], bias.masked_fill(~causal_mask(3, 3, 0), NEG_INF))
+    mask = build_mask(3, 0, keep, bias=bias)
+    assert mask.shape == (2, 2, 3, 3)  # [batch, heads, q, kv]
+    assert torch.isfinite(mask).any(-1).all()
+    assert (mask[0, :, :, 0] == NEG_INF)[:, 1:].all()  # padded key hidden from real queries
+    assert torch.equal(mask[1], bias.masked_fill(~causal_mask(3, 3, 0), NEG_INF))
 
 
 def test_one_token_after_a_cache_gets_the_bias_unmasked():
     """A single query at the last slot may attend every key: the bias is passed on as is."""
     bias = torch.randn(2, 1, 5)
-    spec = build_mask(1, 4, None, bias=bias)
-    assert spec.mask._base is bias and not spec.is_causal  # a view of it: no copy, no masking
-    assert torch.equal(spec.mask[0], bias.masked_fill(~causal_mask(1, 5, 4), NEG_INF))
-
-
-def test_a_three_dim_mask_gets_a_batch_dim_of_one():
-    """SDPA broadcasts either way; the 4-D form is what its CPU kernel takes directly."""
-    bias = torch.randn(2, 1, 5)
-    assert MaskSpec(bias, False).mask.shape == (1, 2, 1, 5)
-    assert MaskSpec(None, True).mask is None
-    q, k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
-    torch.testing.assert_close(
-        F.scaled_dot_product_attention(q, k, v, attn_mask=MaskSpec(bias, False).mask),
-        F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
-    )
+    assert torch.equal(build_mask(1, 4, None, bias=bias)[0], bias)
 
 
 @pytest.mark.parametrize("kind", ["causal", "padding", "bias"])

@@ -14,7 +14,7 @@ import archzoo
 from archzoo.blocks.attention import AttentionContext
 from archzoo.blocks.cache import KVCache
 from archzoo.blocks.masks import build_mask
-from archzoo.blocks.mla import MultiHeadLatentAttention, per_head_matmul, set_mla_mode
+from archzoo.blocks.mla import MultiHeadLatentAttention, set_mla_mode
 from archzoo.blocks.rope import RotaryEmbedding
 from archzoo.models.builders import build_mla
 
@@ -173,11 +173,3 @@ def test_yarn_softmax_scale_matches_deepseek_formula():
     assert mla.scale == pytest.approx(192**-0.5 * (0.1 * math.log(40) + 1) ** 2, rel=1e-12)
     tiny = archzoo.load_config("deepseek-v2-tiny")  # no rope scaling: plain 1/sqrt(d_n + d_R)
     assert build_mla(tiny).scale == pytest.approx((16 + 8) ** -0.5)
-
-
-@pytest.mark.parametrize(("batch", "seq"), [(1, 1), (3, 5)])
-def test_per_head_matmul_equals_broadcast_matmul(batch, seq):
-    torch.manual_seed(0)
-    x = torch.randn(batch, 4, seq, 6)
-    weight = torch.randn(4, 10, 7)[:, 2:8]  # a strided view, as the up-projection blocks are
-    torch.testing.assert_close(per_head_matmul(x, weight), x @ weight, rtol=1e-6, atol=1e-6)

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archzoo
-from archzoo.blocks.experts import StackedExperts, grouped_mm_supported
+from archzoo.blocks.experts import StackedExperts
 from archzoo.blocks.moe import MoE, load_balancing_loss, update_router_bias
 from archzoo.blocks.router import GROUP_SCORES, SCORING_KINDS, Router
 from archzoo.config.sections import GroupScore, RouterScoring
-from archzoo.models.weight_layout import store_column_major
+from archzoo.fast import use_implementation
 
 
 def sigmoid(x: float) -> float:
@@ -55,20 +55,6 @@ def test_softmax_top_k_without_and_with_renormalising():
     # e^3 / (e^3 + e^2) = sigmoid(1)
     assert renormalised[3] == pytest.approx(sigmoid(1.0), rel=1e-6)
     assert renormalised[1] == pytest.approx(sigmoid(-1.0), rel=1e-6)
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), top_k=st.integers(1, 4), scale=st.sampled_from([1.0, 2.5]))
-def test_softmax_of_top_logits_equals_renormalised_softmax(seed, top_k, scale):
-    router = identity_router(6, top_k, normalize_top_k=True, routed_scaling_factor=scale)
-    assert router.softmax_of_top_logits  # the shortcut is taken ...
-    logits = torch.randn(9, 6, generator=torch.Generator().manual_seed(seed)) * 3
-    fast = router(logits)
-    general = router.choose(logits, logits.softmax(dim=-1))  # ... and equals the general path
-    assert torch.equal(fast.indices.sort(-1).values, general.indices.sort(-1).values)
-    order_fast, order_general = fast.indices.argsort(-1), general.indices.argsort(-1)
-    torch.testing.assert_close(fast.weights.gather(1, order_fast), general.weights.gather(1, order_general))
-    torch.testing.assert_close(fast.scores, general.scores)
 
 
 def test_expert_load_counts_the_chosen_experts():
@@ -181,23 +167,17 @@ def naive_moe_output(experts: StackedExperts, x, indices, weights) -> torch.Tens
     n_tokens=st.integers(1, 40),
     n_experts=st.integers(1, 9),
     top_k=st.integers(1, 3),
-    grouped=st.sampled_from([True, False]),
-    column_major=st.booleans(),
+    implementation=st.sampled_from(["reference", "fast"]),
     seed=st.integers(0, 2**16),
 )
-def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(
-    n_tokens, n_experts, top_k, grouped, column_major, seed
-):
+def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(n_tokens, n_experts, top_k, implementation, seed):
     top_k = min(top_k, n_experts)
     torch.manual_seed(seed)
-    experts = StackedExperts(12, 7, n_experts)
+    experts = use_implementation(StackedExperts(12, 7, n_experts), implementation)
     experts.init_weights(0.3)
-    if column_major:  # the layout build_model and load_pretrained use
-        store_column_major(experts)
     x = torch.randn(n_tokens, 12)
     indices = torch.rand(n_tokens, n_experts).argsort(dim=-1)[:, :top_k]  # distinct experts per token
     weights = torch.rand(n_tokens, top_k)
-    experts.use_grouped_mm = grouped and grouped_mm_supported(x, experts.gate_up_proj)
     grad = torch.randn(n_tokens, 12)
     results = []
     for run in (experts, partial(naive_moe_output, experts)):
@@ -208,32 +188,6 @@ def test_grouped_dispatch_and_its_gradients_equal_a_per_token_loop(
         results.append((out, xg.grad, wg.grad, experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone()))
     for got, expected in zip(*results):  # outputs and every gradient
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("column_major", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_grouped_mm_path_equals_loop_path_forward_and_backward(dtype, column_major):
-    torch.manual_seed(0)
-    experts = StackedExperts(16, 8, 6).to(dtype)
-    experts.init_weights(0.3)
-    if column_major:
-        store_column_major(experts)
-    x = torch.randn(50, 16, dtype=dtype)
-    if not grouped_mm_supported(x, experts.gate_up_proj):
-        pytest.xfail("this torch has no grouped_mm for this dtype on CPU; the loop path is the one used")
-    indices = torch.rand(50, 6).argsort(dim=-1)[:, :2]
-    weights = torch.rand(50, 2)
-    results = []
-    for grouped in (True, False):
-        experts.zero_grad()
-        experts.use_grouped_mm = grouped
-        xg = x.clone().requires_grad_()
-        out = experts(xg, indices, weights)
-        out.float().pow(2).sum().backward()
-        results.append((out, xg.grad, experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone()))
-    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, **tol)
 
 
 def test_switch_loss_on_worked_examples():

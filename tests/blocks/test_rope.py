@@ -11,7 +11,7 @@ import torch
 
 from archzoo.blocks.attention import Attention, AttentionContext
 from archzoo.blocks.masks import build_mask
-from archzoo.blocks.rope import RotaryEmbedding, apply_rotary, inverse_frequencies, rotate_half, rotate_pairs
+from archzoo.blocks.rope import RotaryEmbedding, inverse_frequencies, rotate_half, rotate_pairs
 from archzoo.blocks.rope_scaling import yarn_mscale
 from archzoo.config import RopeScalingSection
 
@@ -114,39 +114,10 @@ def test_partial_rotary_leaves_tail_untouched(layout):
     assert not torch.allclose(y[:, :rotary_dim], x[:, :rotary_dim], atol=1e-3)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_fast_rotation_equals_the_equation(layout, fraction):
-    """``Rotation.apply`` (swap partners, sign folded into sin) = x cos + rotate(x) sin."""
-    torch.manual_seed(5)
-    rope = RotaryEmbedding(int(HEAD_DIM * fraction), layout=layout)
-    rotation = rope(torch.tensor([[0, 3, 17, 250]]))
-    x = torch.randn(2, 3, 4, HEAD_DIM)
-    expected = apply_rotary(x, rotation.cos, rotation.sin, layout)
-    torch.testing.assert_close(rotation.apply(x), expected, rtol=1e-6, atol=1e-6)
-
-
 def test_rotate_helpers_by_hand():
     x = torch.arange(1.0, 7.0)
     assert rotate_half(x).tolist() == [-4.0, -5.0, -6.0, 1.0, 2.0, 3.0]
     assert rotate_pairs(x).tolist() == [-2.0, 1.0, -4.0, 3.0, -6.0, 5.0]
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_range_tables_are_slices_of_the_same_numbers(layout, dtype):
-    """``range_rotation(start, n)`` = ``forward(arange(start, start + n))``, also past the first
-    table (256 positions), which is then regrown; YaRN's factor included."""
-    scaling = RopeScalingSection(kind="yarn", factor=4.0, original_max_seq_len=64)
-    rope = RotaryEmbedding(HEAD_DIM, layout=layout, scaling=scaling)
-    x = torch.randn(1, 2, 1, HEAD_DIM, dtype=dtype)
-    for start, length in [(0, 7), (250, 1), (255, 3), (600, 5), (3, 1)]:
-        got = rope.range_rotation(start, length, dtype, torch.device("cpu"))
-        want = rope(torch.arange(start, start + length)[None], dtype)
-        for name in ("cos", "sin", "signed_sin"):
-            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(got.apply(x.expand(1, 2, length, HEAD_DIM)), want.apply(x.expand(1, 2, length, HEAD_DIM)))
-    assert rope.tables[(torch.device("cpu"), dtype)].cos.shape[-2] >= 605
 
 
 def test_odd_rotary_dim_rejected():

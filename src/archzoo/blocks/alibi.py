@@ -39,22 +39,6 @@ class Alibi(nn.Module):
         super().__init__()
         # plain float32 tensor (not a buffer): see RotaryEmbedding
         self.slopes = alibi_slopes(n_heads)
-        self.ramps: dict[torch.device, torch.Tensor] = {}  # see ramp
-
-    def ramp(self, length: int, device: torch.device) -> torch.Tensor:
-        """m_h * (j - n + 1) for j < n, ``[heads, n]`` with n >= length: the bias of the last query
-        slot of n over every key slot, so a single query's bias is a slice of its end.
-
-        Made once and regrown twice as long when needed: a decoding step then does no
-        arithmetic for its bias.
-        """
-        table = self.ramps.get(device)
-        if table is None or table.shape[-1] < length:
-            n = max(length, 2 * table.shape[-1] if table is not None else 256)
-            with torch.inference_mode(False):  # kept across calls: see RotaryEmbedding.range_rotation
-                distance = torch.arange(-(n - 1), 1, device=device).float()
-                table = self.ramps[device] = self.slopes[:, None] * distance[None]
-        return table
 
     def bias(self, q_len: int, kv_len: int, past: int, device: torch.device | None = None) -> torch.Tensor:
         """m_h * (k - q) for query slots past..past+q_len-1, key slots 0..kv_len-1: ``[heads, q, kv]``.
@@ -63,15 +47,7 @@ class Alibi(nn.Module):
         token of a row by the same amount, so the distances between real
         tokens (all that the softmax sees) are unchanged.
         """
-        if device is not None and self.slopes.device != device:
-            with torch.inference_mode(False):  # kept across calls: must stay usable by autograd
-                self.slopes = self.slopes.to(device)
-        device = self.slopes.device
-        if q_len == 1 and kv_len <= past + 1:  # decoding: a view of a cached ramp
-            table = self.ramp(past + 1, device)
-            start = table.shape[-1] - 1 - past  # the column of key slot 0
-            return table[:, None, start : start + kv_len]
         q_pos = torch.arange(past, past + q_len, device=device)
         k_pos = torch.arange(kv_len, device=device)
         distance = (k_pos[None, :] - q_pos[:, None]).float()
-        return self.slopes[:, None, None] * distance[None]
+        return self.slopes.to(distance.device)[:, None, None] * distance

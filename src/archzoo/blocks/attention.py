@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..torch_version import TORCH_VERSION
 from .cache import LayerCache
-from .masks import MaskSpec
 from .norm import RMSNorm
 from .rope import Rotation
 
@@ -31,9 +31,10 @@ from .rope import Rotation
 class AttentionContext:
     """Per-forward inputs shared by every layer: built once by the model."""
 
-    mask: MaskSpec
+    mask: torch.Tensor | None  # added to the scores: bool (True = may attend) or float (-inf = hidden)
     rotation: Rotation | None = None
     past: int = 0  # slots already in the cache
+    is_causal: bool = False  # SDPA applies the causal mask itself (the fast path's mask=None form)
 
 
 class Attention(nn.Module):
@@ -83,34 +84,28 @@ class Attention(nn.Module):
         return self.n_heads * hd + 2 * self.n_kv_heads * hd + qk_norm + self.n_heads * hd
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
-        batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = rearrange(self.q_proj(x), "b s (h d) -> b h s d", h=self.n_heads)
+        k = rearrange(self.k_proj(x), "b s (h d) -> b h s d", h=self.n_kv_heads)
+        v = rearrange(self.v_proj(x), "b s (h d) -> b h s d", h=self.n_kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
         if ctx.rotation is not None:
             q, k = ctx.rotation.apply(q), ctx.rotation.apply(k)
         if cache is not None:
             k = cache.append("k", k, ctx.past)
             v = cache.append("v", v, ctx.past)
-        out = attend(q, k, v, ctx.mask, self.scale)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+        out = attend(q, k, v, ctx, self.scale)
+        return self.o_proj(rearrange(out, "b h s d -> b s (h d)"))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, scale: float) -> torch.Tensor:
-    """SDPA over ``[batch, heads, seq, dim]``; query head j reads kv head j // (H / G) for GQA/MQA.
-
-    ``enable_gqa`` shares each kv head among its query heads inside SDPA: the
-    same result as ``repeat_interleave`` on k and v, without copying the cache
-    (about 2x faster at decode time).
-    """
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v over ``[batch, heads, seq, dim]``; query head j reads
+    kv head j // (H / G) for GQA/MQA (SDPA's ``enable_gqa``: the kv heads are shared, not copied)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1 and not SDPA_SHARES_KV_HEADS:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     extra = {"enable_gqa": groups > 1} if SDPA_SHARES_KV_HEADS else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=scale, **extra)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, is_causal=ctx.is_causal, scale=scale, **extra)
 
 
 # ``enable_gqa`` arrived in torch 2.5; on 2.4 the kv heads are repeated instead (same result).

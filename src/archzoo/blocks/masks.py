@@ -15,9 +15,8 @@ outputs belong to padding and are never read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from torch import nn
 
 
 def causal_mask(q_len: int, kv_len: int, past: int, device: torch.device | None = None) -> torch.Tensor:
@@ -40,22 +39,6 @@ def never_empty(allowed: torch.Tensor, past: int) -> torch.Tensor:
     return allowed | (own_slot & ~allowed.any(-1, keepdim=True))
 
 
-@dataclass
-class MaskSpec:
-    """What SDPA gets: ``mask`` (bool or additive float, broadcast to
-    ``[batch, heads, q, kv]``) or ``None`` with ``is_causal``."""
-
-    mask: torch.Tensor | None
-    is_causal: bool
-
-    def __post_init__(self):
-        # A 3-D mask ([heads, q, kv]: an ALiBi bias) is given the batch dim here, once per
-        # forward: SDPA's CPU kernel takes 4-D masks directly, but spends 2-3x as long per
-        # call on a 3-D float mask (22 against 12 us for one decoding query of 6 heads).
-        if self.mask is not None and self.mask.dim() == 3:
-            self.mask = self.mask.unsqueeze(0)
-
-
 def build_mask(
     q_len: int,
     past: int,
@@ -63,44 +46,55 @@ def build_mask(
     *,
     bias: torch.Tensor | None = None,
     device: torch.device | None = None,
-) -> MaskSpec:
-    """Combine causality, padding or an explicit matrix, and an additive bias.
+) -> torch.Tensor:
+    """What query slot i may see of key slot k, as the matrix SDPA adds to its scores.
 
     attention_mask: None (causal), ``[batch, kv]`` padding (1 = keep, covering
     past + current slots), or ``[batch, q, kv]`` / ``[batch, 1, q, kv]`` bool
     (True = may attend; causality is then the caller's business).
     bias: ``[heads, q, kv]`` added to the scores (ALiBi).
+
+    Returns ``[batch or 1, 1, q, kv]`` bool (True = may attend) without a bias,
+    else the bias with -inf where a key may not be seen, ``[batch or 1, heads, q, kv]``.
     """
     kv_len = past + q_len
-    allowed = None
-    if attention_mask is not None and attention_mask.dim() == 2:
+    if attention_mask is None:
+        allowed = causal_mask(q_len, kv_len, past, device)[None, None]
+    elif attention_mask.dim() == 2:
         if attention_mask.shape[-1] != kv_len:
             raise ValueError(
                 f"attention_mask: padding mask covers {attention_mask.shape[-1]} slots, "
                 f"expected past + current = {kv_len}"
             )
-        if not bool(attention_mask.bool().all()):
-            allowed = causal_mask(q_len, kv_len, past, device)[None, None] & padding_allowed(attention_mask)
-    elif attention_mask is not None:
-        explicit = attention_mask.bool()
-        if explicit.dim() == 3:
-            explicit = explicit[:, None]
-        if explicit.dim() != 4 or tuple(explicit.shape[-2:]) != (q_len, kv_len):
+        allowed = never_empty(causal_mask(q_len, kv_len, past, device)[None, None] & padding_allowed(attention_mask), past)
+    else:
+        allowed = attention_mask.bool()
+        if allowed.dim() == 3:
+            allowed = allowed[:, None]
+        if allowed.dim() != 4 or tuple(allowed.shape[-2:]) != (q_len, kv_len):
             raise ValueError(
                 f"attention_mask: a boolean mask must be [batch, {q_len}, {kv_len}] (query x key slots), "
                 f"got {list(attention_mask.shape)}"
             )
-        allowed = explicit
-    if allowed is not None:
         allowed = never_empty(allowed, past)
     if bias is None:
-        if allowed is not None:
-            return MaskSpec(allowed, False)
-        if past == 0:
-            return MaskSpec(None, q_len > 1)
-        return MaskSpec(None if q_len == 1 else causal_mask(q_len, kv_len, past, device), False)
-    if allowed is None:
-        if q_len == 1 and kv_len == past + 1:  # one query at the last slot sees every key
-            return MaskSpec(bias, False)
-        allowed = causal_mask(q_len, kv_len, past, device)
-    return MaskSpec(bias.masked_fill(~allowed, float("-inf")), False)
+        return allowed
+    return bias[None].masked_fill(~allowed, float("-inf"))
+
+
+class AttentionMask(nn.Module):
+    """The model's mask maker: ``(mask, is_causal)`` for SDPA, from ``build_mask``.
+
+    The reference always gives the matrix (and ``is_causal=False``); the fast
+    form (``fast/masks.py``) lets SDPA build the causal mask itself where it can.
+    """
+
+    def forward(
+        self,
+        q_len: int,
+        past: int,
+        attention_mask: torch.Tensor | None,
+        bias: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[torch.Tensor | None, bool]:
+        return build_mask(q_len, past, attention_mask, bias=bias, device=device), False

@@ -29,7 +29,7 @@ when the rope is YaRN-scaled (DeepSeek-V2/V3). The mode is a plain attribute,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .attention import AttentionContext, attend
@@ -110,25 +110,21 @@ class MultiHeadLatentAttention(nn.Module):
     # ---- shared projections ------------------------------------------------
     def queries(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(q_nope ``[b, H, s, d_n]``, rotated q_rope ``[b, H, s, d_R]``)."""
-        batch, seq, _ = x.shape
-        if self.low_rank_query:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
-        else:
-            q = self.q_proj(x)
-        q = q.view(batch, seq, self.n_heads, -1).transpose(1, 2)
-        q_nope, q_rope = q.split_with_sizes((self.nope_dim, self.rope_dim), dim=-1)
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if self.low_rank_query else self.q_proj(x)
+        q = rearrange(q, "b s (h d) -> b h s d", h=self.n_heads)
+        q_nope, q_rope = q.split([self.nope_dim, self.rope_dim], dim=-1)
         return q_nope, ctx.rotation.apply(q_rope)
 
     def latents(self, x: torch.Tensor, ctx: AttentionContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(normed latent c ``[b, 1, s, r]``, rotated shared rope key ``[b, 1, s, d_R]``)."""
-        kv = self.kv_a_proj(x).unsqueeze(1)
-        latent, k_rope = kv.split_with_sizes((self.kv_lora_rank, self.rope_dim), dim=-1)
+        kv = rearrange(self.kv_a_proj(x), "b s d -> b 1 s d")
+        latent, k_rope = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
         return self.kv_a_layernorm(latent), ctx.rotation.apply(k_rope)
 
     def up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """W_UK ``[H, d_n, r]`` and W_UV ``[H, d_v, r]``: views of ``kv_b_proj.weight``."""
-        w = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
-        return w.split_with_sizes((self.nope_dim, self.v_dim), dim=1)
+        w = rearrange(self.kv_b_proj.weight, "(h d) r -> h d r", h=self.n_heads)
+        return w.split([self.nope_dim, self.v_dim], dim=1)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext, cache: LayerCache | None = None) -> torch.Tensor:
         if cache is not None:
@@ -139,57 +135,37 @@ class MultiHeadLatentAttention(nn.Module):
             out = self.attend_naive(q_nope, q_rope, latent, k_rope, ctx, cache)
         else:
             out = self.attend_absorbed(q_nope, q_rope, latent, k_rope, ctx, cache)
-        batch, seq, _ = x.shape
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+        return self.o_proj(rearrange(out, "b h s d -> b s (h d)"))
 
     # ---- the two modes ------------------------------------------------------
     def attend_naive(self, q_nope, q_rope, latent, k_rope, ctx, cache) -> torch.Tensor:
-        """Decompress per-head K, V; cache them (``k``, ``v``); SDPA. Returns ``[b, H, s, d_v]``."""
-        batch, _, seq, _ = latent.shape
-        kv = self.kv_b_proj(latent[:, 0]).view(batch, seq, self.n_heads, -1).transpose(1, 2)
+        """Decompress per-head K, V; cache them (``k``, ``v``); attend. Returns ``[b, H, s, d_v]``."""
+        kv = rearrange(self.kv_b_proj(latent), "b 1 s (h d) -> b h s d", h=self.n_heads)
         k_nope, v = kv.split([self.nope_dim, self.v_dim], dim=-1)
         k = torch.cat((k_nope, k_rope.expand(-1, self.n_heads, -1, -1)), dim=-1)
         q = torch.cat((q_nope, q_rope), dim=-1)
         if cache is not None:
             k = cache.append("k", k, ctx.past)
             v = cache.append("v", v, ctx.past)
-        mask = ctx.mask
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, is_causal=mask.is_causal, scale=self.scale)
+        return attend(q, k, v, ctx, self.scale)
 
     def attend_absorbed(self, q_nope, q_rope, latent, k_rope, ctx, cache) -> torch.Tensor:
         """Attend over [c ; k_R] with W_UK folded into q and W_UV into the output.
 
         The cache holds one tensor, ``latent`` ``[b, 1, slots, r + d_R]``: it is
-        the key of every head as is, and its first r dims are the value.
-
-        So this is multi-query attention with one kv head. The value passed to
-        SDPA is the whole key and the output's last d_R dims are dropped: with
-        q, k and v of one width SDPA takes its fused kernel (2-4x faster on CPU
-        than the generic path that a narrower v falls back to).
+        the key of every head as is, and its first r dims are the value. So this
+        is multi-query attention with one kv head.
         """
         w_uk, w_uv = self.up_weights()
-        q_latent = per_head_matmul(q_nope, w_uk)  # [b, H, s, d_n] @ [H, d_n, r] -> [b, H, s, r]
-        q = torch.cat((q_latent, q_rope), dim=-1)
+        q = torch.cat((torch.einsum("bhsn,hnr->bhsr", q_nope, w_uk), q_rope), dim=-1)  # W_UK^T q_N
         keys = torch.cat((latent, k_rope), dim=-1)
         if cache is not None:
             keys = cache.append("latent", keys, ctx.past)
-        out_latent = attend(q, keys, keys, ctx.mask, self.scale)[..., : self.kv_lora_rank]
-        return per_head_matmul(out_latent, w_uv.transpose(1, 2))  # [b, H, s, r] @ [H, r, d_v] -> [b, H, s, d_v]
+        out_latent = attend(q, keys, keys[..., : self.kv_lora_rank], ctx, self.scale)  # sum_t p_t c_t
+        return torch.einsum("bhsr,hvr->bhsv", out_latent, w_uv)  # W_UV (sum_t p_t c_t)
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, kv_lora_rank={self.kv_lora_rank}, mla_mode={self.mla_mode}"
-
-
-def per_head_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[b, H, s, i]`` times head h's matrix ``weight[h]`` ``[i, o]`` -> ``[b, H, s, o]``.
-
-    The same as ``x @ weight``, as one ``bmm`` over the heads with the batch and
-    sequence rows stacked: broadcasting ``@`` runs a product per (batch, head)
-    and is about 2x slower for a prefill at DeepSeek-V3's sizes.
-    """
-    batch, heads, seq, width = x.shape
-    rows = x.transpose(0, 1).reshape(heads, batch * seq, width)
-    return torch.bmm(rows, weight).view(heads, batch, seq, -1).transpose(0, 1)
 
 
 def check_cache_mode(cache: LayerCache, mode: str) -> None:

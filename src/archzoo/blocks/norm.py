@@ -16,8 +16,6 @@ LayerNorm (Ba et al., 2016, "Layer Normalization"):
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
@@ -31,38 +29,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == self.weight.dtype == torch.float32:  # the common case: no casts
-            return rms_normalize(x, self.eps) * self.weight
-        normed = rms_normalize(x.to(torch.promote_types(x.dtype, torch.float32)), self.eps)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        normed = wide * torch.rsqrt(wide.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) over the last dimension, without the gain.
-
-    mean(x^2) + eps is formed as eps + ||x||^2 / d: one norm kernel and one fused
-    multiply-add (``addcmul``, whose 1/d is a kernel argument), where square,
-    mean and add take three kernels plus two that turn the Python numbers 1/d
-    and eps into tensors. Decoding a tiny model is bound by such per-kernel
-    costs: this form made a DeepSeek-tiny decode step about 8% faster than the
-    literal one (``F.rms_norm`` on the CPU runs the literal kernels, slower still).
-    """
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    mean_square_plus_eps = torch.addcmul(scalar(eps, x.dtype, x.device), norm, norm, value=1 / x.shape[-1])
-    return x * mean_square_plus_eps.rsqrt_()
-
-
-@functools.lru_cache(maxsize=64)
-def scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A 0-dim tensor holding ``value``, made once per (value, dtype, device).
-
-    Made outside inference mode, so a model that decoded can still be trained.
-    """
-    with torch.inference_mode(False):
-        return torch.tensor(value, dtype=dtype, device=device)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -109,22 +109,7 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> Routing:
         """Route ``x`` ``[N, d]``."""
         logits = F.linear(x.float(), self.weight.float())
-        if self.softmax_of_top_logits:
-            # renormalised softmax over the chosen k = softmax over the k largest logits
-            # (softmax is monotonic and its normaliser cancels): no [N, E] softmax needed
-            top, indices = logits.topk(self.top_k, dim=-1)
-            weights = top.softmax(dim=-1)
-            if self.routed_scaling_factor != 1.0:
-                weights = weights * self.routed_scaling_factor
-            return Routing(logits, indices, weights, self.scoring)
         return self.choose(logits, SCORING_KINDS[self.scoring](logits))
-
-    @property
-    def softmax_of_top_logits(self) -> bool:
-        """Plain renormalised softmax top-k (Qwen3-MoE): no bias, no groups."""
-        grouped = self.n_groups > 1 and self.topk_groups < self.n_groups
-        plain = self.e_score_correction_bias is None and not grouped
-        return plain and self.scoring == "softmax" and self.normalize_top_k
 
     def choose(self, logits: torch.Tensor, scores: torch.Tensor) -> Routing:
         """Pick top-k experts from the scores (biased and group-masked for the choice only)."""

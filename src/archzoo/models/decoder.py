@@ -20,13 +20,13 @@ from torch.utils.checkpoint import checkpoint
 from ..blocks.alibi import Alibi
 from ..blocks.attention import AttentionContext
 from ..blocks.cache import KVCache, LayerCache
-from ..blocks.masks import build_mask
+from ..blocks.masks import AttentionMask
 from ..blocks.moe import MoEOutput
 from ..blocks.norm_head import NormHead
 from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
+from ..fast import check_implementation, use_implementation
 from .builders import POSITION_KINDS, build_attention, build_feedforward, build_norm
-from .weight_layout import store_column_major
 
 
 @dataclass
@@ -91,6 +91,7 @@ class CausalLM(nn.Module):
         self.embed = nn.Embedding(vocab, d_model, _weight=torch.empty(vocab, d_model))
         self.embed_norm = build_norm(cfg) if cfg.model.embedding_norm else None
         self.positions = POSITION_KINDS[cfg.position.kind](cfg)
+        self.mask = AttentionMask()
         self.layers = nn.ModuleList(DecoderLayer(cfg, plan) for plan in cfg.layer_plan)
         self.final_norm = build_norm(cfg) if cfg.has_final_norm else None
         self.lm_head = (NormHead if cfg.model.norm_head else nn.Linear)(d_model, vocab, bias=False)
@@ -124,8 +125,8 @@ class CausalLM(nn.Module):
                 rotation = self.positions.range_rotation(past, seq, dtype, device)
             else:
                 rotation = self.positions(position_ids, dtype)
-        mask = build_mask(seq, past, attention_mask, bias=bias, device=device)
-        return AttentionContext(mask=mask, rotation=rotation, past=past)
+        mask, is_causal = self.mask(seq, past, attention_mask, bias, device)
+        return AttentionContext(mask=mask, rotation=rotation, past=past, is_causal=is_causal)
 
     def forward(
         self,
@@ -211,15 +212,21 @@ def build_model(
     cfg: Config | str,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    implementation: str = "fast",
 ) -> CausalLM:
-    """Assemble the model a config describes. ``device="meta"`` allocates nothing."""
+    """Assemble the model a config describes. ``device="meta"`` allocates nothing.
+
+    implementation: ``"fast"`` (default) uses the speed forms of ``archzoo/fast/``
+    where a block has one, ``"reference"`` only the blocks of ``archzoo/blocks/``;
+    both compute the same numbers up to float rounding, with the same weights.
+    """
+    check_implementation(implementation)
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     device = torch.device(device) if device is not None else torch.device("cpu")
     with device:
         model = CausalLM(cfg)  # initialised, unless on meta
-    if device.type != "meta":
-        store_column_major(model)
     if dtype is not None:
         model.to(dtype)
-    return model
+    return use_implementation(model, implementation)

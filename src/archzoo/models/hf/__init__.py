@@ -15,8 +15,8 @@ import torch
 
 from ...atomic import recover
 from ...config import Config
+from ...fast import check_implementation, use_implementation
 from ..decoder import CausalLM
-from ..weight_layout import store_column_major
 from .checks import check_fields
 from .family import HFFamily, UnsupportedConfig
 from .io import read_config, read_safetensors
@@ -39,12 +39,20 @@ def family_of(hf_config: dict, folder: Path) -> HFFamily:
     return ARCHITECTURES[architecture]
 
 
-def load_pretrained(folder: str | Path, *, dtype: torch.dtype | None = None, name: str | None = None) -> CausalLM:
+def load_pretrained(
+    folder: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    name: str | None = None,
+    implementation: str = "fast",
+) -> CausalLM:
     """Load a Hugging Face checkpoint folder into the archzoo model of the same architecture.
 
     dtype: cast the weights (default: keep the checkpoint's dtype).
+    implementation: ``"fast"`` (default) or ``"reference"``, as for ``build_model``.
     The model remembers its architecture (``model.hf_architecture``) for ``save_pretrained``.
     """
+    check_implementation(implementation)
     folder = Path(folder)
     recover(folder)  # a replace killed half-way on a filesystem without an atomic exchange
     hf_config = read_config(folder)
@@ -54,7 +62,7 @@ def load_pretrained(folder: str | Path, *, dtype: torch.dtype | None = None, nam
     state = weights_of(read_safetensors(folder), family, cfg, folder)
     model = model_from_state(cfg, state, dtype=dtype, source=folder)
     model.hf_architecture = family.architecture
-    return model
+    return use_implementation(model, implementation)
 
 
 def model_from_state(
@@ -77,7 +85,6 @@ def model_from_state(
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         raise WeightMappingError("tensors left unset after loading", still_meta)
-    store_column_major(model)  # checkpoints are row-major; see weight_layout.py for why
     if dtype is not None:
         model.to(dtype)
     return model

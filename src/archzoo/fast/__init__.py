@@ -1,0 +1,84 @@
+"""Speed forms of blocks: the same numbers as ``blocks/``, faster on this project's CPUs.
+
+``blocks/`` is the reference: each forward is its docstring's equation. Each
+file here holds the fast form of one block, a subclass of it that overrides
+only how the numbers are computed (no parameter, buffer or name changes), says
+why it is equal, and is tested equal to it (``tests/fast/``).
+
+``use_implementation(model, "fast")`` re-classes every block that has a fast
+form in place (``module.__class__``), and ``"reference"`` restores the
+reference classes; weights, ``state_dict`` and checkpoints are untouched.
+``build_model(cfg, implementation=...)`` and ``load_pretrained(folder,
+implementation=...)`` call it; ``"fast"`` is their default.
+
+A form stays only if it gains at least 5% on a benchmark in ``benchmarks/``,
+measured reference against fast side by side in one run. FORMS_MEASURED
+records those measurements.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..blocks.alibi import Alibi
+from ..blocks.experts import StackedExperts
+from ..blocks.masks import AttentionMask
+from ..blocks.mla import MultiHeadLatentAttention
+from ..blocks.norm import RMSNorm
+from ..blocks.rope import RotaryEmbedding
+from ..blocks.router import Router
+from ..errors import InputError
+from .alibi import FastAlibi
+from .experts import FastStackedExperts
+from .head import FastHead, decoding_layout
+from .masks import FastAttentionMask
+from .mla import FastMultiHeadLatentAttention
+from .norm import FastRMSNorm
+from .rope import FastRotaryEmbedding
+from .router import FastRouter
+
+IMPLEMENTATIONS = ("reference", "fast")
+
+FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
+    RMSNorm: FastRMSNorm,
+    RotaryEmbedding: FastRotaryEmbedding,
+    Alibi: FastAlibi,
+    AttentionMask: FastAttentionMask,
+    StackedExperts: FastStackedExperts,
+    Router: FastRouter,
+    MultiHeadLatentAttention: FastMultiHeadLatentAttention,
+}
+"""reference block class -> its fast form (exact class match: a subclass is another block)."""
+
+FORMS_MEASURED: dict[str, str] = {}
+
+
+def check_implementation(implementation: str) -> str:
+    if implementation not in IMPLEMENTATIONS:
+        raise InputError(
+            f"implementation: must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, got {implementation!r}"
+        )
+    return implementation
+
+
+def reference_class(module: nn.Module) -> type[nn.Module]:
+    """The reference block class of ``module`` (its own class when it is not a fast form)."""
+    return type(module).__dict__.get("reference", type(module))
+
+
+def use_implementation(model: nn.Module, implementation: str) -> nn.Module:
+    """Switch every block of ``model`` to its ``"fast"`` form or back to the ``"reference"`` one, in place."""
+    check_implementation(implementation)
+    for name, module in model.named_modules():
+        reference = reference_class(module)
+        if implementation == "reference":
+            module.__class__ = reference
+        elif reference in FAST_FORMS:
+            module.__class__ = FAST_FORMS[reference]
+        elif name == "lm_head" and reference is nn.Linear:
+            module.__class__ = FastHead
+    model.implementation = implementation
+    return model
+
+
+__all__ = ["FAST_FORMS", "IMPLEMENTATIONS", "decoding_layout", "reference_class", "use_implementation"]

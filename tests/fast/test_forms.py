@@ -1,0 +1,199 @@
+"""Each fast form against its reference block, alone (``archzoo/fast/``).
+
+Tolerances: the fast forms reorder or fuse float32 sums; over n terms of size
+|x| that moves a result by about n * eps_32 * |x| (eps_32 = 1.2e-7). Each test
+states its n; where a form only slices or reuses the same numbers, it is
+compared exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from archzoo.blocks.alibi import Alibi
+from archzoo.blocks.attention import AttentionContext, attend
+from archzoo.blocks.experts import StackedExperts
+from archzoo.blocks.masks import AttentionMask
+from archzoo.blocks.norm import RMSNorm
+from archzoo.blocks.rope import RotaryEmbedding, apply_rotary
+from archzoo.blocks.router import Router
+from archzoo.config import RopeScalingSection
+from archzoo.fast import FAST_FORMS, use_implementation
+from archzoo.fast.experts import grouped_mm_supported
+from archzoo.fast.head import FastHead, decoding_layout
+from archzoo.fast.mla import per_head_matmul
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def fast_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """The same module object re-classed to its fast form (shares every weight)."""
+    clone = type(module).__new__(type(module))
+    clone.__dict__ = dict(module.__dict__)
+    clone.__class__ = FAST_FORMS[type(module)]
+    return clone
+
+
+def test_every_fast_form_subclasses_its_reference_and_names_it():
+    for reference, fast in FAST_FORMS.items():
+        assert issubclass(fast, reference) and fast.reference is reference
+        assert fast.__module__.startswith("archzoo.fast.") and fast.__doc__ is None or fast.__module__
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_rms_norm(dtype):
+    torch.manual_seed(0)
+    norm = RMSNorm(256, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = torch.randn(3, 5, 256, dtype=dtype) * 4
+    # mean of 256 squares, summed in another order: relative error ~ 256 eps_32 on the rms,
+    # half of it on 1/rms; bfloat16 outputs are rounded to bf16 after (1 ulp = 2^-8 relative)
+    tol = {torch.float32: 256 * EPS32, torch.float64: 1e-12, torch.bfloat16: 2**-7}[dtype]
+    torch.testing.assert_close(fast_copy(norm)(x), norm(x), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("rotary_dim", [16, 8])
+def test_rotation_apply(layout, rotary_dim):
+    """x cos + swap(x) (sign sin) in one fused multiply-add = x cos + rotate(x) sin: one rounding
+    instead of two per element, at most 1 ulp of |x| (|x| <= 5 here: 2 * 5 * eps_32)."""
+    torch.manual_seed(5)
+    rope = RotaryEmbedding(rotary_dim, layout=layout)
+    positions = torch.tensor([[0, 3, 17, 250]])
+    x = torch.randn(2, 3, 4, 16)
+    expected = apply_rotary(x, *(lambda r: (r.cos, r.sin))(rope(positions)), layout)
+    got = fast_copy(rope)(positions).apply(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=10 * EPS32)
+    assert torch.equal(got[..., rotary_dim:], x[..., rotary_dim:])
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_rope_tables_are_the_same_numbers(layout, dtype):
+    """``range_rotation(start, n)`` slices tables that hold exactly what the reference computes for
+    those positions, also past the first table (256 positions), which is then regrown."""
+    scaling = RopeScalingSection(kind="yarn", factor=4.0, original_max_seq_len=64)
+    rope = RotaryEmbedding(16, layout=layout, scaling=scaling)
+    fast = fast_copy(rope)
+    for start, length in [(0, 7), (250, 1), (255, 3), (600, 5), (3, 1)]:
+        got = fast.range_rotation(start, length, dtype, torch.device("cpu"))
+        want = rope.range_rotation(start, length, dtype, torch.device("cpu"))
+        assert torch.equal(got.cos, want.cos) and torch.equal(got.sin, want.sin)
+    assert fast.tables[(torch.device("cpu"), dtype)].cos.shape[-2] >= 605
+
+
+@pytest.mark.parametrize("n_heads", [6, 8])
+def test_alibi_decoding_bias_is_the_same_numbers(n_heads):
+    alibi = Alibi(n_heads)
+    fast = fast_copy(alibi)
+    for past in [0, 5, 255, 300]:
+        assert torch.equal(fast.bias(1, past + 1, past), alibi.bias(1, past + 1, past))
+    assert torch.equal(fast.bias(4, 9, 5), alibi.bias(4, 9, 5))
+
+
+@pytest.mark.parametrize("case", ["prefill", "decode", "decode-alibi", "chunk-after-cache", "padding", "explicit"])
+def test_attention_mask_gives_the_same_attention(case):
+    """SDPA with the fast (mask, is_causal) = SDPA with the reference matrix: a hidden key adds
+    exp(-inf) = 0 either way; the kernels' blocking reorders sums of kv <= 12 terms of |v| <= 4."""
+    torch.manual_seed(1)
+    q_len, past = {"prefill": (7, 0), "decode": (1, 11), "decode-alibi": (1, 11), "chunk-after-cache": (3, 9)}.get(
+        case, (6, 0)
+    )
+    kv = past + q_len
+    q, k, v = torch.randn(2, 4, q_len, 8), torch.randn(2, 4, kv, 8), torch.randn(2, 4, kv, 8)
+    attention_mask = None
+    if case == "padding":
+        attention_mask = torch.ones(2, kv, dtype=torch.long)
+        attention_mask[1, :2] = 0
+    if case == "explicit":
+        attention_mask = torch.rand(2, q_len, kv) > 0.4
+    bias = Alibi(4).bias(q_len, kv, past) if case == "decode-alibi" else None
+    reference = AttentionMask()
+    outputs = []
+    for masks in (reference, fast_copy(reference)):
+        mask, is_causal = masks(q_len, past, attention_mask, bias)
+        outputs.append(attend(q, k, v, AttentionContext(mask=mask, is_causal=is_causal), 0.35))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=12 * 4 * EPS32 * 4)
+
+
+@pytest.mark.parametrize("n_tokens", [1, 2, 50])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stacked_experts_forward_and_backward(n_tokens, dtype):
+    """grouped_mm (where this torch has it) or the loop, one-token path, weight before W_down.
+
+    The sums are over d = 16, h = 8 and (weight gradients) up to n = 100 rows; the fast form
+    rounds in other places (another order of summation, the weight before W_down). Rounding
+    errors of n terms add up like a random walk, sqrt(n) eps |x| (eps of the dtype: float32,
+    or bfloat16's 8 bits), so the bound is sqrt(100) eps max |x|; measured: <= 1.7 eps max |x|.
+    A real error (a dropped or doubled term) is of the size of max |x| itself."""
+    torch.manual_seed(0)
+    experts = StackedExperts(16, 8, 6).to(dtype)
+    experts.init_weights(0.3)
+    x = torch.randn(n_tokens, 16, dtype=dtype)
+    indices = torch.rand(n_tokens, 6).argsort(dim=-1)[:, :2]
+    weights = torch.rand(n_tokens, 2)
+    results = []
+    for module in (experts, fast_copy(experts)):
+        experts.zero_grad()
+        xg = x.clone().requires_grad_()
+        out = module(xg, indices, weights)
+        out.float().pow(2).sum().backward()
+        results.append((out, xg.grad, experts.gate_up_proj.grad.clone(), experts.down_proj.grad.clone()))
+    eps = torch.finfo(dtype).eps
+    for a, b in zip(*results):
+        assert (a.float() - b.float()).abs().max() <= 10 * eps * b.float().abs().max()
+
+
+def test_grouped_mm_support_is_known_here():
+    """The grouped path is the one the fast experts take on this CPU for float32 (torch >= 2.8)."""
+    x, w = torch.randn(4, 16), torch.randn(3, 8, 16)
+    assert grouped_mm_supported(x, w) == (hasattr(torch, "_grouped_mm") or hasattr(F, "grouped_mm"))
+    assert not grouped_mm_supported(torch.randn(4, 6), torch.randn(3, 8, 6))  # 24-byte rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_router_softmax_of_top_logits(seed):
+    """softmax over the k largest logits = softmax over all E renormalised over the chosen k:
+    sums of E = 6 exponentials, relative error ~ 6 eps_32 (1e-6 covers it)."""
+    router = Router(6, 6, 2, normalize_top_k=True, routed_scaling_factor=2.5)
+    with torch.no_grad():
+        router.weight.copy_(torch.eye(6))
+    fast = fast_copy(router)
+    assert fast.softmax_of_top_logits
+    logits = torch.randn(9, 6, generator=torch.Generator().manual_seed(seed)) * 3
+    got, want = fast(logits), router(logits)
+    assert torch.equal(got.indices.sort(-1).values, want.indices.sort(-1).values)
+    order_got, order_want = got.indices.argsort(-1), want.indices.argsort(-1)
+    torch.testing.assert_close(got.weights.gather(1, order_got), want.weights.gather(1, order_want), rtol=1e-6, atol=0)
+    torch.testing.assert_close(got.scores, want.scores, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("batch", "seq"), [(1, 1), (3, 5)])
+def test_per_head_matmul_equals_broadcast_matmul(batch, seq):
+    """Sums of 6 terms of size <= ~10: 6 * 10 * eps_32 < 1e-5."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 4, seq, 6)
+    weight = torch.randn(4, 10, 7)[:, 2:8]  # a strided view, as the up-projection blocks are
+    torch.testing.assert_close(per_head_matmul(x, weight), x @ weight, rtol=0, atol=1e-5)
+
+
+def test_decoding_head_copy_is_column_major_and_only_inside_the_block():
+    """The head's parameter stays an ordinary row-major tensor; the copy exists only while decoding.
+    Logits: sums of d = 64 terms of size <= ~1 in another order: 64 * eps_32 < 1e-5."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 1000, bias=False)
+    model = torch.nn.Module()
+    model.lm_head = head
+    use_implementation(model, "fast")
+    assert isinstance(head, FastHead) and head.weight.is_contiguous()
+    x = torch.randn(1, 1, 64)
+    plain = F.linear(x, head.weight)
+    with decoding_layout(model):
+        copy = head.decoding_weight
+        assert copy.t().is_contiguous() and copy.data_ptr() != head.weight.data_ptr()
+        torch.testing.assert_close(head(x), plain, rtol=0, atol=1e-5)
+    assert "decoding_weight" not in head.__dict__
+    assert torch.equal(head(x), plain)
