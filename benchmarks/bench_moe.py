@@ -32,7 +32,6 @@ from collections.abc import Callable
 
 import torch
 import transformers
-from archzoo.models.weight_layout import store_column_major
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
 
 from archzoo.blocks.experts import Dispatch
@@ -65,7 +64,7 @@ def archzoo_layer_like(block: Qwen3MoeSparseMoeBlock) -> MoE:
         moe.router.weight.copy_(block.gate.weight)
         moe.experts.gate_up_proj.copy_(block.experts.gate_up_proj)
         moe.experts.down_proj.copy_(block.experts.down_proj)
-    return store_column_major(moe)  # as build_model and load_pretrained store it (models/weight_layout.py)
+    return moe
 
 
 class OutputOnly(torch.nn.Module):

@@ -84,3 +84,13 @@ def test_bench_shows_progress_on_stderr_and_plural_threads(capsys):
     assert "(fp32, 1 thread)" in out  # not "1 threads"
     # 2 rounds (warm-up + 1 timed) x (prefill + 1 decode step) = 4 model calls, reported as they finish
     assert "4/4 model calls" in err and "left" in err
+
+
+def test_show_names_the_implementation_of_each_block(capsys):
+    assert main(["show", "deepseek-tiny"]) == 0
+    out = capsys.readouterr().out.split("implementation (fast):")[1]
+    assert "RMSNorm                      fast       (archzoo.fast.norm.FastRMSNorm)" in out
+    assert "SwiGLU                       reference  (archzoo.blocks.mlp)" in out
+    assert main(["show", "deepseek-tiny", "--implementation", "reference"]) == 0
+    out = capsys.readouterr().out.split("implementation (reference):")[1]
+    assert "fast" not in out and "RMSNorm                      reference  (archzoo.blocks.norm)" in out

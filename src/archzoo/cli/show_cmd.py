@@ -6,6 +6,7 @@ import argparse
 
 from torch import nn
 
+from ..fast import IMPLEMENTATIONS, reference_class
 from ..models.decoder import build_model
 from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
 
@@ -15,11 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all-layers", action="store_true", help="print every layer (plan and modules), not only distinct runs"
     )
+    parser.add_argument(
+        "--implementation",
+        choices=IMPLEMENTATIONS,
+        default="fast",
+        help="which implementation to show the blocks of (default: fast, as build_model builds)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_any_config(args.name)
-    model = build_model(cfg, device="meta")
+    model = build_model(cfg, device="meta", implementation=args.implementation)
     print(f"{cfg.name}  ({cfg.family}; {cfg.blocks_summary()})")
     if cfg.source:
         print(f"source: {cfg.source}")
@@ -28,7 +35,29 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print("\nmodules (parameter shapes):")
     _print_tree(model, "", 1, args.all_layers)
+    print(f"\nimplementation ({args.implementation}):")
+    for line in implementation_lines(model):
+        print(line)
     return 0
+
+
+def implementation_lines(model: nn.Module) -> list[str]:
+    """One line per block kind of ``model``: the class that computes it, and whether it is a fast form."""
+    seen: dict[tuple[type, str], type] = {}
+    for name, module in model.named_modules():
+        reference = reference_class(module)
+        role = f" ({name})" if name == "lm_head" else ""  # the head's fast form is for the head only
+        seen.setdefault((reference, role), type(module))
+    lines = []
+    for (reference, role), used in seen.items():
+        if not reference.__module__.startswith("archzoo.blocks") and used is reference and not role:
+            continue  # containers (ModuleList, the model, its layers) and plain torch modules
+        label = f"{reference.__name__}{role}"
+        if used is reference:
+            lines.append(f"  {label:28s} reference  ({reference.__module__})")
+        else:
+            lines.append(f"  {label:28s} fast       ({used.__module__}.{used.__name__})")
+    return lines
 
 
 def layer_plan_lines(plans, all_layers: bool = False) -> list[str]:
