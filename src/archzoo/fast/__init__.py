@@ -22,6 +22,7 @@ from torch import nn
 
 from ..blocks.alibi import Alibi
 from ..blocks.experts import StackedExperts
+from ..blocks.lora import LoRALinear
 from ..blocks.masks import AttentionMask
 from ..blocks.mla import MultiHeadLatentAttention
 from ..blocks.norm import RMSNorm
@@ -31,6 +32,7 @@ from ..errors import InputError
 from .alibi import FastAlibi
 from .experts import FastStackedExperts
 from .head import FastHead, decoding_layout
+from .lora import FastLoRALinear
 from .masks import FastAttentionMask
 from .mla import FastMultiHeadLatentAttention
 from .norm import FastRMSNorm
@@ -46,6 +48,7 @@ FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
     AttentionMask: FastAttentionMask,
     StackedExperts: FastStackedExperts,
     Router: FastRouter,
+    LoRALinear: FastLoRALinear,
     MultiHeadLatentAttention: FastMultiHeadLatentAttention,
 }
 """reference block class -> its fast form (exact class match: a subclass is another block)."""
