@@ -80,7 +80,7 @@ def our_modules(hf_module: str, rules: list[Rule]) -> tuple[list[str], SplitFuse
 
 def family_of_model(model) -> tuple[HFFamily, Config]:
     """The Hugging Face architecture the model saves as (the one it was loaded from, else the first that fits)."""
-    from ..models.hf import _choose_family
+    from ..models.hf import _choose_family  # here, not at the top: models.hf imports adapters.lora
 
     family, _ = _choose_family(model.config, getattr(model, "hf_architecture", None))
     return family, model.config

@@ -19,6 +19,8 @@ from torch import nn
 from ..atomic import atomic_folder
 from ..errors import CheckpointError, InputError
 from .lora import lora_layers
+from .peft_lora import lora_from_peft, lora_to_peft
+from .peft_prefix import prefix_from_peft, prefix_to_peft
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -29,8 +31,6 @@ def save_adapter(model: nn.Module, folder: str | Path, *, overwrite: bool = Fals
 
     overwrite: replace an existing non-empty folder whole (else ``CheckpointError``).
     """
-    from .peft_lora import lora_to_peft
-    from .peft_prefix import prefix_to_peft
 
     has_lora, has_prefix = bool(lora_layers(model)), getattr(model, "prefix", None) is not None
     if has_lora and has_prefix:
@@ -72,8 +72,6 @@ def load_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
 
     Everything else is frozen, as after ``add_lora`` / ``add_prefix``. Returns ``model``.
     """
-    from .peft_lora import lora_from_peft
-    from .peft_prefix import prefix_from_peft
 
     config, tensors, metadata = read_adapter(folder)
     where = str(Path(folder) / CONFIG)

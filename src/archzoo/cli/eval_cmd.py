@@ -13,8 +13,12 @@ import json
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
+from ..models.hf import load_pretrained
 from ..train import data as data_mod
+from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.evaluate import evaluate
+from ..train.methods import METHODS
+from ..train.run import RUN_FILE, build_source_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model(folder: Path):
     """(model, tokenizer folder) of a checkpoint folder or a run folder."""
-    from ..models.hf import load_pretrained
 
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder")
@@ -39,14 +42,10 @@ def load_model(folder: Path):
         if (folder / "model" / "config.json").is_file():
             info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
             return load_pretrained(folder / "model"), info.get("tokenizer")
-        from ..train.checkpoint import list_checkpoints
-        from ..train.run import RUN_FILE, build_source_model
 
         checkpoints = list_checkpoints(folder / "checkpoints")
         if not checkpoints:
             raise CheckpointError(f"{folder}: a run folder without model/ or checkpoints/")
-        from ..train.checkpoint import load_checkpoint
-        from ..train.methods import METHODS
 
         info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
         model = build_source_model(info["source"], info["settings"]["seed"])

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..text import find_vocab_file, load_tokenizer
 
 BYTE_VOCAB = 256
 
@@ -49,7 +50,6 @@ def tokenizer_for(vocab_size: int, folder: str | Path | None = None):
     """The folder's tokenizer if it has one (``archzoo.load_tokenizer``), else bytes;
     ``InputError`` if neither fits ``vocab_size``."""
     if folder is not None:
-        from ..text import find_vocab_file, load_tokenizer
 
         if find_vocab_file(folder) is not None:
             tokenizer = load_tokenizer(folder)

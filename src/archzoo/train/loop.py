@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..blocks.moe import update_router_bias
 from .checkpoint import TrainerState
 from .data import Split, WindowSampler, fixed_windows
 from .methods import FullTraining
@@ -99,7 +100,6 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.updates_router_bias:
-            from ..blocks.moe import update_router_bias
 
             update_router_bias(model, loads)
         self.step += 1

@@ -30,6 +30,8 @@ from torch import nn
 
 from ..config import Config, load_config
 from ..errors import CheckpointError, InputError
+from ..models.decoder import build_model
+from ..models.hf import UnsupportedConfig, load_pretrained
 from . import data as data_mod
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from .log import StepLog
@@ -64,8 +66,6 @@ def build_source_model(source: dict, seed: int) -> nn.Module:
     """The model a run starts from: a checkpoint folder's weights, or a config's seeded random init.
 
     The RNG is seeded either way: adapters added next (LoRA's A) draw from it."""
-    from ..models.decoder import build_model
-    from ..models.hf import load_pretrained
 
     torch.manual_seed(seed)
     if "checkpoint" in source:
@@ -250,7 +250,6 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
 
 
 def _save_artefacts(result: RunResult, trainer: Trainer, info: dict) -> None:
-    from ..models.hf import UnsupportedConfig
 
     model, method = trainer.model, trainer.method
     target = result.out / getattr(method, "artefact", "model")

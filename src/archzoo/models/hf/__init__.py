@@ -110,7 +110,7 @@ def save_pretrained(
     """
     cfg = model.config
     family, hf_config = _choose_family(cfg, architecture or getattr(model, "hf_architecture", None))
-    from ...adapters.lora import base_state_dict
+    from ...adapters.lora import base_state_dict  # here, not at the top: adapters/ imports models.hf
 
     state = base_state_dict(model)  # refuses unmerged LoRA adapters and prefixes (save_adapter writes those)
     if cfg.model.tie_embeddings:
