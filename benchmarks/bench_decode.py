@@ -14,12 +14,15 @@ it: ceiling = bandwidth / bytes of weights read per token (the embedding table
 counts only when it is also the output head; every expert of an MoE counts,
 so for MoE the ceiling is an underestimate). Bandwidth is measured here by
 timing a sum over a tensor much larger than the caches.
-Targets (issue 5): the small config >= 1.3x transformers, tiny configs >= 2x.
+archzoo runs twice: ``implementation="reference"`` (``blocks/`` only) and
+``"fast"`` (the default, ``fast/``); speed-ups are transformers / archzoo.
+Targets (issue 5, for the fast path): the small config >= 1.3x transformers, tiny configs >= 2x.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -31,6 +34,7 @@ import transformers
 
 import archzoo
 from archzoo.config import config_paths
+from archzoo.fast import use_implementation
 from archzoo.models.hf import ARCHITECTURES
 
 SMALL = transformers.LlamaConfig(
@@ -126,6 +130,11 @@ def pair_from_transformers(architecture: str, hf_config, folder: Path):
     return hf_model, archzoo.load_pretrained(folder).eval()
 
 
+def reference_twin(model: archzoo.CausalLM) -> archzoo.CausalLM:
+    """A copy of ``model`` on the reference path (same weights)."""
+    return use_implementation(copy.deepcopy(model), "reference")
+
+
 def pair_from_archzoo(name: str, folder: Path):
     """(transformers model or None when no architecture expresses the config, archzoo model)."""
     torch.manual_seed(0)
@@ -153,19 +162,20 @@ def prompt(model, length: int) -> torch.Tensor:
 
 def report(label: str, hf_model, model, new: int, repeats: int, bandwidth: float, note: str = "") -> None:
     ids = prompt(model, 16)
-    runs = {"archzoo": (model, archzoo_run(model, ids, new))}
+    reference = reference_twin(model)
+    runs = {"fast": (model, archzoo_run(model, ids, new)), "reference": (reference, archzoo_run(reference, ids, new))}
     if hf_model is not None:
         runs["transformers"] = (hf_model, hf_run(hf_model, ids, new))
     seconds = step_seconds(runs, repeats)
-    ours = seconds["archzoo"]
+    fast, ref = seconds["fast"], seconds["reference"]
     ceiling = bandwidth / weight_bytes_per_token(model)
-    line = f"{label:16s} archzoo {1 / ours:8.1f} tok/s ({ours * 1e3:7.3f} ms/token)"
+    line = f"{label:16s} reference {ref * 1e3:7.3f} ms/token   fast {fast * 1e3:7.3f} ms/token"
     if hf_model is not None:
         theirs = seconds["transformers"]
-        line += f"   transformers {1 / theirs:8.1f} tok/s ({theirs * 1e3:7.3f} ms)   speed-up {theirs / ours:5.2f}x"
+        line += f"   transformers {theirs * 1e3:7.3f} ms   speed-up ref {theirs / ref:5.2f}x fast {theirs / fast:5.2f}x"
     else:
         line += f"   transformers n/a ({note})"
-    line += f"   ceiling {ceiling:9.1f} tok/s, reached {1 / ours / ceiling:6.1%}"
+    line += f"   fast: {1 / fast:8.1f} tok/s, {1 / fast / ceiling:6.1%} of the {ceiling:.0f} tok/s ceiling"
     print(line, flush=True)
 
 
@@ -173,9 +183,9 @@ def context_scan(label: str, model, contexts: list[int], steps: int, repeats: in
     cells = []
     for context in contexts:
         ids = prompt(model, context)
-        step = step_seconds({"archzoo": (model, archzoo_run(model, ids, steps))}, repeats)["archzoo"]
+        step = step_seconds({"fast": (model, archzoo_run(model, ids, steps))}, repeats)["fast"]
         cells.append(f"ctx {context:5d}: {step * 1e3:7.3f} ms")
-    print(f"{label:16s} archzoo per-token decode time   " + "   ".join(cells), flush=True)
+    print(f"{label:16s} fast per-token decode time   " + "   ".join(cells), flush=True)
 
 
 def main() -> None:

@@ -8,14 +8,15 @@ softmax routing renormalised (Qwen3-MoE's block). transformers runs
 ``Qwen3MoeSparseMoeBlock`` with its grouped path (``experts_implementation =
 "grouped_mm"``, its default; "eager" is its per-expert loop, shown for
 reference); archzoo runs ``blocks.moe.MoE`` holding the same weights (checked
-equal to 1e-5 first). Cases, each timed as the best of ``--repeats`` runs
+equal to 1e-5 first), on the reference path (``blocks/``) and on the fast one
+(``fast/``, the default of ``build_model``). Cases, each timed as the best of ``--repeats`` runs
 (interleaved, so both see the same machine load):
 
     forward 1024 tokens            no grad            target ratio >= 1.0 (matmul-bound)
     decode 1 token                 no grad            target ratio >= 1.5 (overhead-bound)
     forward + backward 1024 tokens grads of x and W   target ratio >= 1.2
 
-ratio = transformers time / archzoo time (> 1: archzoo is faster).
+ratio = transformers (grouped) time / archzoo time (> 1: archzoo is faster); targets are the fast path's.
 
 A last line times the floor under forward + backward: the four expert matmuls
 of one step alone (forward and both gradients of both grouped projections,
@@ -36,6 +37,7 @@ from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBl
 
 from archzoo.blocks.experts import Dispatch
 from archzoo.blocks.moe import MoE
+from archzoo.fast import use_implementation
 
 D_MODEL, N_EXPERTS, TOP_K, EXPERT_HIDDEN = 512, 16, 2, 256
 
@@ -57,14 +59,14 @@ def transformers_block(implementation: str) -> Qwen3MoeSparseMoeBlock:
     return block
 
 
-def archzoo_layer_like(block: Qwen3MoeSparseMoeBlock) -> MoE:
+def archzoo_layer_like(block: Qwen3MoeSparseMoeBlock, implementation: str) -> MoE:
     """archzoo's MoE holding the block's weights (both keep gate and up fused as [E, 2h, d])."""
     moe = MoE(D_MODEL, n_experts=N_EXPERTS, top_k=TOP_K, expert_hidden=EXPERT_HIDDEN, normalize_top_k=True)
     with torch.no_grad():
         moe.router.weight.copy_(block.gate.weight)
         moe.experts.gate_up_proj.copy_(block.experts.gate_up_proj)
         moe.experts.down_proj.copy_(block.experts.down_proj)
-    return moe
+    return use_implementation(moe, implementation)
 
 
 class OutputOnly(torch.nn.Module):
@@ -118,6 +120,7 @@ def grouped_matmuls_only(layer: MoE, x: torch.Tensor) -> Callable[[], object]:
     tokens = x.reshape(-1, x.shape[-1])
     with torch.no_grad():
         dispatch = Dispatch(layer.router(tokens).indices, experts.n_experts)
+    offsets = dispatch.counts.cumsum(0).to(torch.int32)
     rows = tokens.index_select(0, dispatch.token).requires_grad_()
     hidden = torch.randn(rows.shape[0], experts.hidden, requires_grad=True)
     grad_up, grad_down = torch.randn(rows.shape[0], 2 * experts.hidden), torch.randn_like(rows)
@@ -125,8 +128,8 @@ def grouped_matmuls_only(layer: MoE, x: torch.Tensor) -> Callable[[], object]:
     def run():
         experts.zero_grad(set_to_none=True)
         rows.grad = hidden.grad = None
-        torch._grouped_mm(rows, experts.gate_up_proj.transpose(1, 2), offs=dispatch.offsets).backward(grad_up)
-        torch._grouped_mm(hidden, experts.down_proj.transpose(1, 2), offs=dispatch.offsets).backward(grad_down)
+        torch._grouped_mm(rows, experts.gate_up_proj.transpose(1, 2), offs=offsets).backward(grad_up)
+        torch._grouped_mm(hidden, experts.down_proj.transpose(1, 2), offs=offsets).backward(grad_down)
 
     return run
 
@@ -144,20 +147,25 @@ def main() -> None:
     tokens = 128 if args.quick and args.tokens == 1024 else args.tokens
 
     grouped, eager = transformers_block("grouped_mm"), transformers_block("eager")
-    ours = OutputOnly(archzoo_layer_like(grouped))
-    for layer in (grouped, eager, ours):
+    ours = OutputOnly(archzoo_layer_like(grouped, "fast"))
+    ref = OutputOnly(archzoo_layer_like(grouped, "reference"))
+    for layer in (grouped, eager, ours, ref):
         layer.train()  # as in training; archzoo's aux loss is off (aux_loss_coef = 0), like transformers' block
     torch.manual_seed(1)
     x = torch.randn(1, tokens, D_MODEL)
     with torch.no_grad():
         reference = grouped(x)
         assert (ours(x) - reference).abs().max() < 1e-5, "archzoo and transformers disagree"
+        assert (ref(x) - reference).abs().max() < 1e-5, "archzoo and transformers disagree"
         assert (eager(x) - reference).abs().max() < 1e-5
     token = x[:, :1]
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     print(f"MoE layer: d_model {D_MODEL}, {N_EXPERTS} experts x {EXPERT_HIDDEN}, top-{TOP_K}; best of {repeats}")
-    print(f"{'case':34} {'tf grouped':>11} {'tf eager':>10} {'archzoo':>10} {'ratio':>7} {'target':>7}")
+    print(
+        f"{'case':34} {'tf grouped':>11} {'tf eager':>10} {'reference':>10} {'fast':>10}"
+        f" {'hf/ref':>7} {'hf/fast':>7} {'target':>7}"
+    )
     cases = [
         (f"forward {tokens} tokens", forward, x, 1.0),
         ("decode 1 token", forward, token, 1.5),
@@ -165,7 +173,8 @@ def main() -> None:
     ]
     floor = grouped_matmuls_only(ours.moe, x) if hasattr(torch, "_grouped_mm") else None
     for label, make, inputs, target in cases:
-        fns = {"grouped": make(grouped, inputs), "eager": make(eager, inputs), "ours": make(ours, inputs)}
+        fns = {"grouped": make(grouped, inputs), "eager": make(eager, inputs)}
+        fns.update(ref=make(ref, inputs), ours=make(ours, inputs))
         with_floor = make is forward_backward and floor is not None
         if with_floor:
             fns["floor"] = floor  # in the same interleaved rounds, so the machine's drift hits all alike
@@ -173,13 +182,15 @@ def main() -> None:
         ratio = times["grouped"] / times["ours"]
         flag = "ok" if ratio >= target else "MISS"
         print(
-            f"{label:34} {times['grouped'] * 1e3:9.3f}ms {times['eager'] * 1e3:8.3f}ms {times['ours'] * 1e3:8.3f}ms"
-            f" {ratio:6.2f}x {target:5.1f}x {flag}"
+            f"{label:34} {times['grouped'] * 1e3:9.3f}ms {times['eager'] * 1e3:8.3f}ms {times['ref'] * 1e3:8.3f}ms"
+            f" {times['ours'] * 1e3:8.3f}ms {times['grouped'] / times['ref']:6.2f}x {ratio:6.2f}x {target:5.1f}x {flag}",
+            flush=True,
         )
         if with_floor:
             print(
-                f"{'  floor: its expert matmuls alone':34} {times['grouped'] * 1e3:9.3f}ms {'':10} "
-                f"{times['floor'] * 1e3:8.3f}ms {times['grouped'] / times['floor']:6.2f}x  (the best ratio reachable)"
+                f"{'  floor: its expert matmuls alone':34} {times['grouped'] * 1e3:9.3f}ms {'':21} "
+                f"{times['floor'] * 1e3:8.3f}ms {'':7} {times['grouped'] / times['floor']:6.2f}x"
+                "  (the best ratio reachable)"
             )
 
 

@@ -5,9 +5,10 @@
 For each case a transformers model with random weights is saved and loaded
 into archzoo, then one forward over a batch is timed in each, the two alternating call by
 call so that a drifting machine slows both alike (median of repeats,
-inference mode, float32). Prints the time, the ratio
-transformers / archzoo (> 1 means archzoo is faster) and the fraction of this
-machine's measured float32 matmul peak each reaches.
+inference mode, float32). archzoo runs twice: ``implementation="reference"``
+(``blocks/`` only) and ``"fast"`` (the default, ``fast/``). Prints the times,
+the ratios transformers / archzoo (> 1 means archzoo is faster) and the
+fraction of this machine's measured float32 matmul peak each reaches.
 
 Targets (issue 2): small configs (d_model 512, 8 layers, vocab 32k, batch 4 x 256)
 ratio >= 1.0; tiny configs (per-call overhead dominates) ratio >= 1.5.
@@ -56,25 +57,30 @@ def main() -> None:
     torch.manual_seed(0)
     peak = matmul_peak_flops()
     print(f"threads {torch.get_num_threads()}, measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s\n")
-    header = f"{'case':28s} {'transformers':>13s} {'archzoo':>10s} {'ratio':>6s} {'hf %peak':>9s} {'az %peak':>9s}"
+    header = (
+        f"{'case':28s} {'transformers':>13s} {'reference':>10s} {'fast':>10s} {'hf/ref':>7s} {'hf/fast':>7s}"
+        f" {'hf %peak':>9s} {'ref %peak':>9s} {'fast %peak':>10s}"
+    )
     print(header)
     print("-" * len(header))
     for name, (batch, seq), hf_model in cases():
         hf_model.eval()
-        model = same_weights(hf_model)
+        model, reference = same_weights(hf_model), same_weights(hf_model, "reference")
         ids = torch.randint(0, hf_model.config.vocab_size, (batch, seq))
         with torch.inference_mode():
             hf_out = hf_model(input_ids=ids).logits
-            az_out = model(ids)
-            assert (hf_out - az_out).abs().max() < 1e-4, "the two models disagree: not the same weights"
-            times = interleaved_medians(
-                {"transformers": partial(hf_model, input_ids=ids), "archzoo": partial(model, ids)}, args.repeats
-            )
-        t_hf, t_az = times["transformers"], times["archzoo"]
+            for ours in (model, reference):
+                assert (hf_out - ours(ids)).abs().max() < 1e-4, "the models disagree: not the same weights"
+            fns = {"transformers": partial(hf_model, input_ids=ids), "reference": partial(reference, ids)}
+            fns["fast"] = partial(model, ids)
+            times = interleaved_medians(fns, args.repeats)
+        t_hf, t_ref, t_fast = times["transformers"], times["reference"], times["fast"]
         flops = forward_flops(model, batch, seq)
         print(
-            f"{name:28s} {t_hf * 1e3:10.2f} ms {t_az * 1e3:7.2f} ms {t_hf / t_az:6.2f}"
-            f" {flops / t_hf / peak:9.1%} {flops / t_az / peak:9.1%}"
+            f"{name:28s} {t_hf * 1e3:10.2f} ms {t_ref * 1e3:7.2f} ms {t_fast * 1e3:7.2f} ms"
+            f" {t_hf / t_ref:7.2f} {t_hf / t_fast:7.2f}"
+            f" {flops / t_hf / peak:9.1%} {flops / t_ref / peak:9.1%} {flops / t_fast / peak:10.1%}",
+            flush=True,
         )
 
 

@@ -57,11 +57,11 @@ def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int 
     return best
 
 
-def same_weights(hf_model) -> archzoo.CausalLM:
+def same_weights(hf_model, implementation: str = "fast") -> archzoo.CausalLM:
     """The archzoo model holding ``hf_model``'s weights, through a checkpoint folder."""
     with tempfile.TemporaryDirectory() as folder:
         hf_model.save_pretrained(folder)
-        return archzoo.load_pretrained(folder).eval()
+        return archzoo.load_pretrained(folder, implementation=implementation).eval()
 
 
 def forward_flops(model: archzoo.CausalLM, batch: int, seq: int) -> float:
