@@ -105,6 +105,15 @@ def decode_in_pieces(model, ids, positions, mask, pieces: list[int]) -> torch.Te
     return torch.cat(out, dim=1)
 
 
+def assert_close_to_rounding(cached: torch.Tensor, full: torch.Tensor) -> None:
+    """Cached and full forwards compute the same sums in other blockings (a cached step's
+    attention sums over its kv slots alone, a full forward's matmuls block many rows): float32
+    sums of n terms drift by at most n eps_32 |x|; the widest here are n <= 128 (hidden widths),
+    so the bound is 128 eps_32 max |logit|. A position or slot off by one moves logits by O(|x|)."""
+    bound = 128 * torch.finfo(torch.float32).eps * full.abs().max().item()
+    assert (cached - full).abs().max().item() <= bound
+
+
 @pytest.mark.parametrize(("name", "mla_mode"), variants())
 def test_cached_decoding_equals_full_forward(name: str, mla_mode: str | None):
     model = tiny_model(name, mla_mode)
@@ -116,7 +125,7 @@ def test_cached_decoding_equals_full_forward(name: str, mla_mode: str | None):
         full = model(ids, mask, positions)
         pieces = [prompt_len, 2] + [1] * (total - prompt_len - 2)  # prefill, a 2-token chunk, single tokens
         cached = decode_in_pieces(model, ids, positions, mask, pieces)
-    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
+    assert_close_to_rounding(cached, full)
 
 
 @pytest.mark.parametrize(("name", "mla_mode"), variants(one_d_positions_only=True))
@@ -130,7 +139,7 @@ def test_cached_decoding_with_default_positions(name: str, mla_mode: str | None)
     with torch.no_grad():
         full = model(ids)
         cached = decode_in_pieces(model, ids, None, None, [4, 1, 1, 1, 1, 1])
-    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
+    assert_close_to_rounding(cached, full)
 
 
 def expected_values_per_token(cfg) -> int:

@@ -176,8 +176,11 @@ def test_deepnorm_init_scales_value_output_and_mlp_weights_by_beta():
 
 
 def test_embedding_gradient_shrink():
+    """Exact by construction (as test_decoder.py::test_embedding_grad_scale): a power-of-two scale
+    (GLM-130B uses 0.1) commutes with the embedding backward's sums, and every other gradient
+    comes from the same numbers through the same kernels, so the comparisons are ``torch.equal``."""
     cfg = load_config("glm-tiny")
-    shrunk_cfg = cfg.replace(model=replace(cfg.model, embedding_grad_scale=0.1))
+    shrunk_cfg = cfg.replace(model=replace(cfg.model, embedding_grad_scale=0.125))
     torch.manual_seed(4)
     plain = build_model(cfg)
     shrunk = build_model(shrunk_cfg)
@@ -189,9 +192,9 @@ def test_embedding_gradient_shrink():
         logits = model(ids)
         F.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
         outs.append(logits.detach())
-    assert torch.allclose(outs[0], outs[1], atol=1e-6)  # forward unchanged
+    assert torch.equal(outs[0], outs[1])  # forward unchanged
     with torch.no_grad():
         assert torch.equal(plain(ids), shrunk(ids))
     assert plain.embed.weight.grad.abs().sum() > 0
-    assert torch.allclose(shrunk.embed.weight.grad, 0.1 * plain.embed.weight.grad, rtol=1e-4, atol=1e-9)
-    assert torch.allclose(shrunk.lm_head.weight.grad, plain.lm_head.weight.grad, rtol=1e-4, atol=1e-9)
+    assert torch.equal(shrunk.embed.weight.grad, 0.125 * plain.embed.weight.grad)
+    assert torch.equal(shrunk.lm_head.weight.grad, plain.lm_head.weight.grad)

@@ -1,0 +1,163 @@
+"""What each fast form gains: the fast path against the fast path without that one form.
+
+    python benchmarks/bench_fast_forms.py [--repeats 5] [--threads 1]
+
+For each speed form of ``archzoo/fast/`` (``FAST_FORMS`` and the output head),
+the cases of ``bench_decode.py``, ``bench_prefill.py`` and ``bench_moe.py``
+where it can matter are timed twice, in the same interleaved rounds: every
+block on its fast form, and the same model with only that block put back on
+its reference form. gain = time without / time with - 1; the issue's rule is
+that a form stays only if it gains at least 5% somewhere. The files in
+``fast/`` quote these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+
+import torch
+import transformers
+
+import archzoo
+from archzoo.blocks.alibi import Alibi
+from archzoo.blocks.experts import StackedExperts
+from archzoo.blocks.masks import AttentionMask
+from archzoo.blocks.mla import MultiHeadLatentAttention
+from archzoo.blocks.moe import MoE
+from archzoo.blocks.norm import RMSNorm
+from archzoo.blocks.rope import RotaryEmbedding
+from archzoo.blocks.router import Router
+from archzoo.fast import reference_class, use_implementation
+from archzoo.fast.head import FastHead
+
+
+def without(model: torch.nn.Module, form: type) -> torch.nn.Module:
+    """A copy of the fast ``model`` with only the blocks of reference class ``form`` on their reference form."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        reference = reference_class(module)
+        if reference is form or (form is FastHead and isinstance(module, FastHead)):
+            module.__class__ = reference
+    return twin
+
+
+def decode(model, new: int = 16):
+    ids = torch.randint(1, 200, (1, 16), generator=torch.Generator().manual_seed(0))
+    return lambda: archzoo.generate(model, ids, new)
+
+
+def prefill(model, batch: int, seq: int):
+    ids = torch.randint(1, 200, (batch, seq), generator=torch.Generator().manual_seed(0))
+
+    def run():
+        with torch.inference_mode():
+            model(ids)
+
+    return run
+
+
+def moe_layer():
+    layer = MoE(512, n_experts=16, top_k=2, expert_hidden=256, normalize_top_k=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0.0, 0.05)
+    return use_implementation(layer, "fast")
+
+
+def moe_forward(layer, tokens: int):
+    x = torch.randn(tokens, 512)
+
+    def run():
+        with torch.no_grad():
+            layer(x)
+
+    return run
+
+
+def moe_forward_backward(layer, tokens: int):
+    x = torch.randn(tokens, 512, requires_grad=True)
+
+    def run():
+        layer.zero_grad(set_to_none=True)
+        layer(x).hidden.sum().backward()
+
+    return run
+
+
+def small_llama():
+    config = transformers.LlamaConfig(
+        vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8
+    )
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        transformers.LlamaForCausalLM(config).save_pretrained(folder)
+        return archzoo.load_pretrained(folder).eval()
+
+
+def tiny(name: str):
+    torch.manual_seed(0)
+    return archzoo.build_model(name).eval()
+
+
+def cases():
+    """(form, label, fast model or layer, how to time it)."""
+    llama, deepseek, bloom, v2 = tiny("llama-tiny"), tiny("deepseek-tiny"), tiny("bloom-tiny"), tiny("deepseek-v2-tiny")
+    small = small_llama()
+    layer = moe_layer()
+    yield RMSNorm, "llama-tiny decode", llama, decode
+    yield RMSNorm, "deepseek-tiny decode", deepseek, decode
+    yield RMSNorm, "small-llama prefill 4x256", small, lambda m: prefill(m, 4, 256)
+    yield RotaryEmbedding, "llama-tiny decode", llama, decode
+    yield RotaryEmbedding, "small-llama prefill 4x256", small, lambda m: prefill(m, 4, 256)
+    yield Alibi, "bloom-tiny decode", bloom, decode
+    yield AttentionMask, "llama-tiny decode", llama, decode
+    yield AttentionMask, "small-llama prefill 4x256", small, lambda m: prefill(m, 4, 256)
+    yield MultiHeadLatentAttention, "deepseek-v2-tiny decode", v2, decode
+    yield MultiHeadLatentAttention, "deepseek-v2-tiny prefill 1x256", v2, lambda m: prefill(m, 1, 256)
+    yield FastHead, "small-llama decode", small, decode
+    yield StackedExperts, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)
+    yield StackedExperts, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
+    yield StackedExperts, "MoE layer fwd+bwd 1024", layer, lambda m: moe_forward_backward(m, 1024)
+    yield Router, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)
+    yield Router, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, interleaved")
+    print(f"{'form':26s} {'case':32s} {'fast':>10s} {'without it':>11s} {'gain':>7s}")
+    for form, label, model, timing in cases():
+        times = interleaved({"with": timing(model), "without": timing(without(model, form))}, args.repeats)
+        gain = times["without"] / times["with"] - 1
+        name = "output head" if form is FastHead else form.__name__
+        print(
+            f"{name:26s} {label:32s} {times['with'] * 1e3:8.3f}ms {times['without'] * 1e3:9.3f}ms {gain:+7.1%}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
