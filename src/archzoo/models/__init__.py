@@ -1,1 +1,1 @@
-"""Model assembly from configs, GLM sample construction, Hugging Face interop."""
+"""Model assembly from configs (the decoder, config -> block builders) and Hugging Face interop."""
