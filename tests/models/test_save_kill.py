@@ -4,7 +4,8 @@ A worker process (save_worker.py) holds two ~205 MB models, A and B (llama-tiny 
 vocabulary, untied head, float32). It saves them alternately over one folder in forked children; the
 test SIGKILLs each child at an instant drawn uniformly from one of N equal slices of the measured save
 time (stratified, so the kills cover the whole save: tensor writes, fsyncs, the exchange, the clean-up).
-After every kill ``load_pretrained`` must return a model whose every tensor equals A's or B's.
+After every kill ``load_pretrained`` must return a model whose every tensor equals A's or B's
+(the test builds A and B the same seeded way and checks once, by hash, that they are the worker's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 import archzoo
 from archzoo.atomic import is_temporary
 
@@ -28,9 +31,13 @@ WORKER = Path(__file__).with_name("save_worker.py")
 _spec = importlib.util.spec_from_file_location("save_worker", WORKER)
 _worker_module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_worker_module)
-fingerprint = _worker_module.fingerprint
+fingerprint, big_config = _worker_module.fingerprint, _worker_module.big_config
 
-KILLS = 24
+
+def same_model(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+KILLS = 21
 VOCAB = 200_000  # 2 x 200,000 x 128 float32 = 205 MB of embedding and head
 
 
@@ -71,11 +78,15 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
     folder = root / "ckpt"
     worker = Worker(folder)
     try:
-        names = {fp: name for name, fp in worker.fingerprints.items()}
-        assert len(names) == 2  # A and B differ
+        torch.manual_seed(0)  # the worker's two models, built the same way here to compare against
+        models = {"A": archzoo.build_model(big_config(VOCAB)).state_dict()}
+        models["B"] = archzoo.build_model(big_config(VOCAB)).state_dict()
+        assert not same_model(models["A"], models["B"])
         worker.start("A")
         status, _ = worker.wait()
         assert status == 0
+        first = archzoo.load_pretrained(folder)
+        assert fingerprint(first) == worker.fingerprints["A"] and same_model(first.state_dict(), models["A"])
         durations = []
         for which in "BA":  # measure a whole save over an existing folder
             worker.start(which)
@@ -95,7 +106,8 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
             except ProcessLookupError:
                 pass  # it had finished (the worker reaps its children at once)
             status, _ = worker.wait()
-            loaded = names.get(fingerprint(archzoo.load_pretrained(folder)))
+            state = archzoo.load_pretrained(folder).state_dict()
+            loaded = next((name for name, m in models.items() if same_model(state, m)), None)
             assert loaded in ("A", "B"), f"kill {i}: the folder holds neither the old nor the new model"
             if status == 0:
                 assert loaded == new, f"kill {i}: the save finished but the folder holds the old model"

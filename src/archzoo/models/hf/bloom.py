@@ -3,6 +3,10 @@ ALiBi, a fused per-head QKV, tanh-GeLU MLP, biases on every linear layer,
 output head tied to the embedding.
 
 BLOOM's ``query_key_value`` rows are laid out per head: [q_0 k_0 v_0 | q_1 k_1 v_1 | ...].
+Its shape, [3 d, d], is the same for every head count that divides d, so the
+weights cannot tell a wrong ``n_head`` from a right one: loading checks what can
+be checked (n_head divides hidden_size, and ``n_head`` / ``num_attention_heads``
+agree when both are given, ``checks.py``); transformers splits by the same field.
 """
 
 from __future__ import annotations

@@ -130,15 +130,14 @@ def check_tensor(key: str, tensor: torch.Tensor, path: Path) -> None:
     if tensor.dtype not in FLOAT_DTYPES:
         raise CheckpointError(f"{path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point")
     flat = tensor.reshape(-1)
-    for start in range(0, flat.numel(), _FINITE_CHUNK):
-        chunk = flat[start : start + _FINITE_CHUNK]
-        finite = torch.isfinite(chunk)
-        if not bool(finite.all()):
-            bad = int((~finite).sum()) + sum(int((~torch.isfinite(flat[s : s + _FINITE_CHUNK])).sum()) for s in range(start + _FINITE_CHUNK, flat.numel(), _FINITE_CHUNK))
-            raise CheckpointError(
-                f"{path}: tensor {key} holds {bad} NaN/inf values of {flat.numel()}; a model with them computes NaN logits "
-                "(the checkpoint was saved from a diverged run, or is corrupt)"
-            )
+    chunks = range(0, flat.numel(), _FINITE_CHUNK)
+    if all(bool(torch.isfinite(flat[i : i + _FINITE_CHUNK]).all()) for i in chunks):
+        return
+    bad = sum(int((~torch.isfinite(flat[i : i + _FINITE_CHUNK])).sum()) for i in chunks)
+    raise CheckpointError(
+        f"{path}: tensor {key} holds {bad} NaN/inf values of {flat.numel()}; a model with them computes NaN logits "
+        "(the checkpoint was saved from a diverged run, or is corrupt)"
+    )
 
 
 # ---- writing ----
