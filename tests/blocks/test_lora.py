@@ -166,3 +166,29 @@ def test_chatglm2_fused_blocks_export_q_and_v_rows(tmp_path):
     assert torch.equal(b[:q, :2], attn.q_proj.lora_B.weight) and not b[:q, 2:].any()
     assert not b[q : q + kv].any()
     assert torch.equal(b[q + kv :, 2:], attn.v_proj.lora_B.weight) and not b[q + kv :, :2].any()
+
+
+def test_qwen_v1_c_attn_exports_q_and_v_blocks_and_loads_back(tmp_path):
+    """Qwen v1's c_attn is [Q | K | V] in row blocks (weight and bias); its k rows stay zero."""
+    from safetensors import safe_open
+
+    spec = archzoo.load_config("qwen-7b").to_dict()
+    spec["model"].update(d_model=64, n_layers=2, vocab_size=96, max_seq_len=64)
+    spec["attention"].update(n_heads=4)
+    spec["mlp"].update(hidden=88)
+    torch.manual_seed(0)
+    model = archzoo.build_model(archzoo.Config.from_dict(spec, "qwen-v1-tiny"))
+    model.hf_architecture = "QWenLMHeadModel"
+    archzoo.add_lora(model, rank=2, alpha=4, targets=("q_proj", "v_proj"))
+    _random_adapters(model)
+    archzoo.save_adapter(model, tmp_path / "a")
+    with safe_open(str(tmp_path / "a" / "adapter_model.safetensors"), framework="pt") as f:
+        b = f.get_tensor("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight")
+    assert b.shape == (3 * 64, 4) and not b[64:128].any()
+    back = archzoo.build_model(archzoo.Config.from_dict(spec, "qwen-v1-tiny"))
+    back.load_state_dict({k: v for k, v in model.state_dict().items() if ".lora_" not in k}, strict=False)
+    back.hf_architecture = "QWenLMHeadModel"
+    archzoo.load_adapter(back, tmp_path / "a")
+    ids = torch.randint(0, 96, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(back(ids), model(ids))

@@ -82,3 +82,11 @@ def test_parse_lora():
     assert parse_lora("").targets == ("q_proj", "v_proj")
     with pytest.raises(archzoo.InputError, match="unknown key 'r'"):
         parse_lora("r=8")
+
+
+def test_the_run_reports_the_adapter_estimate_beside_the_measured_peak(tmp_path, text, base, capsys):
+    out = tmp_path / "run"
+    argv = ["train", str(base), "--text", str(text), "--out", str(out), "--steps", "2", *QUICK]
+    assert main([*argv, "--prefix", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "MiB estimated (estimate_memory" in printed and "adapter/)" in printed

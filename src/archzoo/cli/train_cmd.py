@@ -157,7 +157,7 @@ def report(result, sample_tokens: int) -> None:
     if not result.finished:
         print(f"stopped after step {last['step']}; continue with: archzoo train --resume {result.out}")
         return
-    print(f"run folder: {result.out} (log.jsonl, loss.png, checkpoints/" + (", model/)" if result.artefact else ")"))
+    print(f"run folder: {result.out} (log.jsonl, loss.png, checkpoints/" + (f", {result.artefact.name}/)" if result.artefact else ")"))
     if sample_tokens:
         print("sample:\n" + sample(result, sample_tokens))
 
@@ -184,10 +184,13 @@ def memory_line(result, measured: float) -> str:
 
     s = result.settings
     line = f"peak memory of a step: {measured / 2**20:,.1f} MiB of tensors measured"
-    if getattr(result, "method_name", "full") != "full":
+    from ..train.adapter_methods import estimate_kwargs
+
+    adapters = estimate_kwargs(getattr(result, "method_spec", {}))
+    if adapters is None:
         return line
     est = estimate_memory(
-        result.model.config, batch=s.batch, seq_len=s.seq_len, precision=s.precision, checkpointing=s.checkpointing
+        result.model.config, batch=s.batch, seq_len=s.seq_len, precision=s.precision, checkpointing=s.checkpointing, **adapters
     ).training_step
     return line + f", {est.peak / 2**20:,.1f} MiB estimated (estimate_memory, {s.precision}" + (
         ", checkpointing)" if s.checkpointing else ")"

@@ -88,6 +88,18 @@ class PrefixTraining(AdapterTraining):
         add_prefix(model, length=self.length, projection=self.projection)
 
 
+def estimate_kwargs(spec: dict) -> dict | None:
+    """``estimate_memory``'s keywords for a run's method spec (None: a method it cannot estimate)."""
+    method = spec.get("method", "full")
+    if method == "full":
+        return {}
+    if method == "lora":
+        return {"lora_rank": spec["rank"], "lora_targets": tuple(spec["targets"])}
+    if method == "prefix":
+        return {"prefix_length": spec["length"], "prefix_projection": spec.get("projection", False)}
+    return None
+
+
 LORA_KEYS = {"rank": int, "alpha": float, "targets": str, "dropout": float}
 
 

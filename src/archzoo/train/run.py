@@ -59,6 +59,7 @@ class RunResult:
     data: data_mod.Split | None = None
     settings: TrainSettings | None = None
     method_name: str = "full"
+    method_spec: dict = field(default_factory=dict)  # run.json's "method" (LoRA rank, prefix length, ...)
     notes: list[str] = field(default_factory=list)
 
 
@@ -241,6 +242,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
     result = RunResult(
         out, trainer.model, tokenizer, records, finished, data=trainer.data, settings=s,
         method_name=trainer.method.spec()["method"],
+        method_spec=trainer.method.spec(),
     )  # fmt: skip
     if plot_losses(records, out / "loss.png", title) is None:
         result.notes.append("loss.png not drawn: matplotlib is not installed (pip install 'archzoo[plot]')")
