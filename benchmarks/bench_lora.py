@@ -8,9 +8,10 @@ gets LoRA on q_proj and v_proj (rank 8, alpha 16) in archzoo; the same adapter
 holding the same weights, trainable. One step = forward, next-token
 cross-entropy, backward, AdamW on the adapters; batch 4 x 128, float32. The two
 steps alternate call by call (median of repeats), so a drifting shared machine
-slows both alike. archzoo runs twice: its reference LoRA block
-(``blocks/lora.py``, five autograd nodes) and its fast form (``fast/lora.py``,
-one node with the backward written out). Prints the times and the ratios
+slows both alike. archzoo runs twice: ``implementation="reference"`` (every block
+as its equation; LoRA as ``blocks/lora.py``, five autograd nodes) and ``"fast"``
+(the speed forms of ``fast/``; LoRA as ``fast/lora.py``, one node with the
+backward written out). Prints the times and the ratios
 peft / archzoo (> 1: archzoo is faster); before timing, all compute the same
 loss (checked to 1e-4).
 
@@ -30,8 +31,7 @@ import torch.nn.functional as F
 import transformers
 
 import archzoo
-from archzoo.blocks.lora import LoRALinear
-from archzoo.fast.lora import FastLoRALinear
+from archzoo.fast import use_implementation
 from common import interleaved_medians, same_weights
 
 SMALL = dict(
@@ -95,10 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         archzoo.save_adapter(model, f"{folder}/adapter")
         peft_model = peft.PeftModel.from_pretrained(hf_model, f"{folder}/adapter", is_trainable=True).train()
-    fast = copy.deepcopy(model)
-    for module in fast.modules():
-        if type(module) is LoRALinear:
-            module.__class__ = FastLoRALinear
+    fast = use_implementation(copy.deepcopy(model), "fast")
+    use_implementation(model, "reference")  # every block, LoRA included, as its equation
     ids = torch.randint(0, SMALL["vocab_size"], (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
     ours = [p for p in model.parameters() if p.requires_grad]
     ours_fast = [p for p in fast.parameters() if p.requires_grad]

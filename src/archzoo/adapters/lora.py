@@ -124,7 +124,17 @@ def add_lora(
     for name in names:
         replace_module(model, name, LoRALinear(model.get_submodule(name), rank, alpha, dropout, rslora=rslora))
     freeze_all_but_adapters(model)
+    match_implementation(model)
     return model
+
+
+def match_implementation(model: nn.Module) -> None:
+    """New adapter blocks take the model's implementation (``fast/lora.py`` on a ``"fast"`` model)."""
+    implementation = getattr(model, "implementation", None)
+    if implementation is not None:
+        from ..fast import use_implementation
+
+        use_implementation(model, implementation)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -44,7 +44,7 @@ from ..blocks.lora import LoRALinear
 from ..errors import CheckpointError, InputError
 from ..models.hf.family import UnsupportedConfig
 from .hf_names import HFTarget, family_of_model, hf_target, our_modules
-from .lora import freeze_all_but_adapters, lora_layers, replace_module
+from .lora import freeze_all_but_adapters, lora_layers, match_implementation, replace_module
 
 PEFT_PREFIX = "base_model.model."
 PARTS_METADATA = "archzoo_parts"
@@ -212,6 +212,7 @@ def lora_from_peft(model: nn.Module, config: dict, tensors: dict[str, torch.Tens
             _attach(model, existing, module, part_a, part_b, part_rank, part_alpha, dropout, rslora, where)
             adapted.append(module)
     freeze_all_but_adapters(model)
+    match_implementation(model)
     return adapted
 
 
