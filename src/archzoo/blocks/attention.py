@@ -31,10 +31,9 @@ from .rope import Rotation
 class AttentionContext:
     """Per-forward inputs shared by every layer: built once by the model."""
 
-    mask: torch.Tensor | None  # added to the scores: bool (True = may attend) or float (-inf = hidden)
+    mask: torch.Tensor  # added to the scores: bool (True = may attend) or float (-inf = hidden)
     rotation: Rotation | None = None
     past: int = 0  # slots already in the cache
-    is_causal: bool = False  # SDPA applies the causal mask itself (the fast path's mask=None form)
 
 
 class Attention(nn.Module):
@@ -105,7 +104,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionCont
     if groups > 1 and not SDPA_SHARES_KV_HEADS:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     extra = {"enable_gqa": groups > 1} if SDPA_SHARES_KV_HEADS else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, is_causal=ctx.is_causal, scale=scale, **extra)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, scale=scale, **extra)
 
 
 # ``enable_gqa`` arrived in torch 2.5; on 2.4 the kv heads are repeated instead (same result).

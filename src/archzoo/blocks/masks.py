@@ -16,7 +16,6 @@ outputs belong to padding and are never read.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 def causal_mask(q_len: int, kv_len: int, past: int, device: torch.device | None = None) -> torch.Tensor:
@@ -81,20 +80,3 @@ def build_mask(
         return allowed
     return bias[None].masked_fill(~allowed, float("-inf"))
 
-
-class AttentionMask(nn.Module):
-    """The model's mask maker: ``(mask, is_causal)`` for SDPA, from ``build_mask``.
-
-    The reference always gives the matrix (and ``is_causal=False``); the fast
-    form (``fast/masks.py``) lets SDPA build the causal mask itself where it can.
-    """
-
-    def forward(
-        self,
-        q_len: int,
-        past: int,
-        attention_mask: torch.Tensor | None,
-        bias: torch.Tensor | None = None,
-        device: torch.device | None = None,
-    ) -> tuple[torch.Tensor | None, bool]:
-        return build_mask(q_len, past, attention_mask, bias=bias, device=device), False

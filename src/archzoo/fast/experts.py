@@ -14,7 +14,8 @@ Equal: the same products and sums per output element; grouped_mm and the
 per-expert ``F.linear`` reduce over the same d (or h) terms, and moving w
 before W_down changes one rounding per term (relative error about h * eps_32).
 
-Measured: see ``fast/__init__.py`` (FORMS_MEASURED).
+Measured (``python benchmarks/bench_fast_forms.py --threads 1 --repeats 15``, gain over
+the fast path without this form): MoE layer decode 1 token +60.2%, forward + backward 1024 tokens +87.0%.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Two changes to ``attend_absorbed``:
 Equal: the same products and sums per element; only the kernels' order of
 summation differs (relative error about (r + d_R) * eps_32).
 
-Measured: see ``fast/__init__.py`` (FORMS_MEASURED).
+Measured (``python benchmarks/bench_fast_forms.py --threads 1 --repeats 15``, gain over
+the fast path without this form): deepseek-v2-tiny decode +19.0%, prefill 1x256 +49.0%.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Equal: ||x||^2 / d is mean(x^2) computed as a sum then a scaling, in float32
 (as the reference), so it differs only by the rounding of the two orders of
 summation (about d * eps_32 relative, far below 1e-6 for d <= 8192).
 
-Measured: see ``fast/__init__.py`` (FORMS_MEASURED).
+Measured (``python benchmarks/bench_fast_forms.py --threads 1 --repeats 15``, gain over
+the fast path without this form): llama-tiny decode +28.5%, deepseek-tiny decode +19.0%.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ normaliser cancels in the renormalisation): no [N, E] softmax is needed.
 Equal up to rounding: exp(l_i - max) / sum over k instead of over E then
 renormalised (relative error about E * eps_32).
 
-Measured: see ``fast/__init__.py`` (FORMS_MEASURED).
+Measured (``python benchmarks/bench_fast_forms.py --threads 1 --repeats 15``, gain over
+the fast path without this form): MoE layer decode 1 token +17.4%.
 """
 
 from __future__ import annotations

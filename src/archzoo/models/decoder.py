@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from ..blocks.alibi import Alibi
 from ..blocks.attention import AttentionContext
 from ..blocks.cache import KVCache, LayerCache
-from ..blocks.masks import AttentionMask
+from ..blocks.masks import build_mask
 from ..blocks.moe import MoEOutput
 from ..blocks.norm_head import NormHead
 from ..blocks.residual import select_wiring
@@ -91,7 +91,6 @@ class CausalLM(nn.Module):
         self.embed = nn.Embedding(vocab, d_model, _weight=torch.empty(vocab, d_model))
         self.embed_norm = build_norm(cfg) if cfg.model.embedding_norm else None
         self.positions = POSITION_KINDS[cfg.position.kind](cfg)
-        self.mask = AttentionMask()
         self.layers = nn.ModuleList(DecoderLayer(cfg, plan) for plan in cfg.layer_plan)
         self.final_norm = build_norm(cfg) if cfg.has_final_norm else None
         self.lm_head = (NormHead if cfg.model.norm_head else nn.Linear)(d_model, vocab, bias=False)
@@ -125,8 +124,8 @@ class CausalLM(nn.Module):
                 rotation = self.positions.range_rotation(past, seq, dtype, device)
             else:
                 rotation = self.positions(position_ids, dtype)
-        mask, is_causal = self.mask(seq, past, attention_mask, bias, device)
-        return AttentionContext(mask=mask, rotation=rotation, past=past, is_causal=is_causal)
+        mask = build_mask(seq, past, attention_mask, bias=bias, device=device)
+        return AttentionContext(mask=mask, rotation=rotation, past=past)
 
     def forward(
         self,
