@@ -28,9 +28,9 @@ Two moments in the step are the candidates for the peak:
 
     backward starts   S + A + 2 L        L = 4 V per token: the float32 gradients of the
                                           log-softmax output and of the logits, both live at once
-    optimizer step    S + G + 2 P s      AdamW (one tensor at a time on the CPU) makes two
-                                          temporaries the size of a parameter for its denominator,
-                                          sqrt(v) and sqrt(v) / bias correction; P = the largest one
+    optimizer step    S + G              archzoo runs AdamW fused (one kernel per tensor, no
+                                          temporaries); torch's default per-op form would add two
+                                          of the largest parameter's size (sqrt(v), then / bias correction)
     (checkpointing)   S + G + one layer   the first layer is recomputed while nearly every
                                           gradient exists
 
@@ -116,12 +116,14 @@ def training_step_memory(
     layer_activation_bytes: list[float] | None = None,
     outside_activation_bytes: float | None = None,
     recompute_working_bytes: float = 0.0,
+    fused_optimizer: bool = True,
 ) -> TrainingStepMemory:
     """The peak of one step (see the module docstring).
 
     params: all parameters; trainable: those the optimizer updates (default: all);
     largest_trainable: elements of the largest trainable tensor (default: the config's
-    largest); extra_activation_bytes: what an adapter adds to A (LoRA, prefixes).
+    largest; only the unfused optimizer needs it); fused_optimizer: AdamW(fused=True), as
+    archzoo.train runs it; extra_activation_bytes: what an adapter adds to A (LoRA, prefixes).
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISION_BYTES)}")
@@ -150,7 +152,7 @@ def training_step_memory(
     state = 2 * trainable * state_b
     gradients = trainable * state_b
     logit_gradients = 2 * 4 * tokens * vocab
-    temporaries = 2 * largest * state_b
+    temporaries = 0.0 if fused_optimizer else 2 * largest * state_b
     candidates = {
         "backward": weights + state + activations + logit_gradients,
         "optimizer step": weights + state + gradients + temporaries,

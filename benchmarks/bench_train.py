@@ -1,0 +1,159 @@
+"""Training-step speed: archzoo and transformers on the same weights, side by side.
+
+    python benchmarks/bench_train.py [--repeats 10] [--threads N] [--clock wall|cpu]
+
+One step = forward, next-token cross-entropy, backward, AdamW step, zero_grad,
+in float32. For each case a transformers model with random weights is saved and
+loaded into archzoo; each side gets its own AdamW over its own copy of the same
+weights, and the steps are timed in turn (a, b, a, b, ...), so a drifting shared
+machine slows both alike (median of repeats). archzoo's step is the one
+``archzoo.train`` runs (AdamW with ``fused=True``); transformers is timed twice:
+with the same fused AdamW (the like-for-like ratio: model code against model
+code) and with ``torch.optim.AdamW``'s defaults (what a plain PyTorch loop gets).
+Ratios are transformers / archzoo: > 1 means archzoo is faster.
+``--clock cpu`` times process CPU seconds instead of wall seconds: on a machine
+shared with other jobs, use it with ``--threads 1`` (waiting for a core is then
+not counted).
+Then archzoo alone: the same small step in fp32 against bf16 autocast
+(``archzoo.train``'s ``--precision bf16``), with the CPU's name and whether it
+has AMX / AVX-512 BF16, which decide whether bfloat16 matmuls are faster.
+
+Targets (issue 15): the small LLaMA (d_model 512, 8 layers, vocab 32k, batch 4 x 128)
+ratio >= 1.3; the tiny configs >= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from common import same_weights
+
+SMALL = dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8)
+TINY = dict(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4)
+
+
+def cases():
+    yield "llama small 512x8, 4x128", (4, 128), transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**SMALL, intermediate_size=1376, num_key_value_heads=8)
+    )
+    llama_tiny = transformers.LlamaConfig(**TINY, intermediate_size=352, num_key_value_heads=2)
+    yield "llama tiny 128x2, 16x128", (16, 128), transformers.LlamaForCausalLM(llama_tiny)  # archzoo train's default
+    yield "llama tiny 128x2, 1x32", (1, 32), transformers.LlamaForCausalLM(llama_tiny)  # per-call overhead
+    yield "qwen3 tiny 128x2, 1x32", (1, 32), transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(**TINY, intermediate_size=352, num_key_value_heads=2, head_dim=48)
+    )
+    yield "bloom tiny 96x2, 1x32", (1, 32), transformers.BloomForCausalLM(
+        transformers.BloomConfig(vocab_size=512, hidden_size=96, n_layer=2, n_head=6)
+    )
+
+
+def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer, windows: torch.Tensor, autocast: bool = False):
+    """One optimizer step on ``windows [batch, seq + 1]``; the same code for both libraries."""
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = forward(windows[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
+        del logits
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, clock=time.perf_counter, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    features = [f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in flags]
+    return f"{name} ({', '.join(features) or 'no AVX-512 / AMX'})"
+
+
+def adamw(model: torch.nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=fused)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall seconds or process CPU seconds (default: wall)")
+    args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    transformers.utils.logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"{cpu_name()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"threads {torch.get_num_threads()}, {args.clock} clock\n"
+    )
+    header = (
+        f"{'fp32 training step':28s} {'transformers':>13s} {'archzoo':>10s} {'ratio':>6s}"
+        f" {'hf, default AdamW':>18s} {'ratio':>6s} {'archzoo tok/s':>14s}"
+    )
+    print(header)
+    print("-" * len(header))
+    small = None
+    for name, (batch, seq), hf_model in cases():
+        hf_model.train()
+        model = same_weights(hf_model).train()
+        hf_copy = copy.deepcopy(hf_model)
+        windows = torch.randint(0, hf_model.config.vocab_size, (batch, seq + 1))
+        with torch.no_grad():
+            assert (hf_model(input_ids=windows).logits - model(windows)).abs().max() < 1e-4, "not the same weights"
+        steps = {
+            "transformers": train_step(lambda ids, m=hf_model: m(input_ids=ids).logits, adamw(hf_model, fused=True), windows),
+            "archzoo": train_step(model, adamw(model, fused=True), windows),
+            "transformers default": train_step(lambda ids, m=hf_copy: m(input_ids=ids).logits, adamw(hf_copy), windows),
+        }
+        times = interleaved(steps, args.repeats, clock)
+        t_hf, t_az, t_plain = times["transformers"], times["archzoo"], times["transformers default"]
+        print(
+            f"{name:28s} {t_hf * 1e3:10.1f} ms {t_az * 1e3:7.1f} ms {t_hf / t_az:6.2f}"
+            f" {t_plain * 1e3:15.1f} ms {t_plain / t_az:6.2f} {batch * seq / t_az:14,.0f}",
+            flush=True,
+        )
+        if small is None:
+            small = (name, model, windows)
+    name, model, windows = small
+    optimizer = adamw(model, fused=True)
+    times = interleaved(
+        {"fp32": train_step(model, optimizer, windows), "bf16": train_step(model, optimizer, windows, autocast=True)},
+        args.repeats,
+        clock,
+    )
+    print(f"\narchzoo {name}: fp32 {times['fp32'] * 1e3:.1f} ms, bf16 autocast {times['bf16'] * 1e3:.1f} ms per step "
+          f"(bf16 is {times['fp32'] / times['bf16']:.2f}x the speed of fp32)")
+
+
+if __name__ == "__main__":
+    main()
