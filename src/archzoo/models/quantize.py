@@ -1,0 +1,108 @@
+"""``archzoo.quantize``: swap a model's float weights for int8 / int4 ones in place (``blocks/quant.py``).
+
+What is quantized: every ``nn.Linear`` (attention projections, MLA's
+``kv_b_proj`` too, dense MLPs, shared experts, the shared-expert gate) and
+the stacked routed experts of every MoE layer. What stays float: norms,
+biases, the router (a ``[E, d]`` gate whose scores pick experts: it is tiny
+and a flipped choice costs more than its bytes save), the embedding unless
+``embeddings=True``, and every module named in ``skip`` (default the output
+head, whose errors land directly on the logits).
+
+MLA's ``kv_b_proj`` is quantized like any linear; absorbed decoding reads it
+per head through ``weight`` (``blocks/mla.py``'s ``up_weights``), which a
+``QuantLinear`` dequantizes.
+
+Tied heads: with the head skipped, the head still shares the (float)
+embedding. With the head quantized and ``embeddings=True``, the embedding
+becomes a ``QuantEmbedding`` reading the head's quantized table, one copy as
+before. With the head quantized and the embedding kept float, the head gets
+its own quantized copy (the tie is broken on purpose: the embedding stays
+exact as asked). A Baichuan 2 NormHead is quantized as its normalised rows
+(the weight its forward multiplies by), so the forward is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..blocks.experts import StackedExperts
+from ..blocks.lora import LoRALinear
+from ..blocks.norm_head import NormHead
+from ..blocks.quant import BITS, QuantEmbedding, QuantizedWeight, QuantLinear
+from ..blocks.quant_experts import QuantStackedExperts
+from ..errors import InputError
+
+
+def check_arguments(mode: str, group_size: int, skip) -> tuple[str, ...]:
+    """Validate ``quantize``'s arguments (InputError naming the argument); returns ``skip`` as a tuple."""
+    if mode not in BITS:
+        raise InputError(f"mode: must be one of {', '.join(BITS)}, got {mode!r}")
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise InputError(f"group_size: must be a positive integer (input dims per int4 scale), got {group_size!r}")
+    if isinstance(skip, str):
+        skip = (skip,)
+    if not isinstance(skip, Sequence) or not all(isinstance(name, str) and name for name in skip):
+        raise InputError(f"skip: must be a sequence of module names (e.g. ('lm_head',)), got {skip!r}")
+    return tuple(skip)
+
+
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    return any(name == s or name.endswith("." + s) or name.startswith(s + ".") for s in skip)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, QuantizedWeight) for m in model.modules())
+
+
+def quantize(
+    model: nn.Module,
+    mode: str = "int8",
+    group_size: int = 128,
+    skip: Sequence[str] = ("lm_head",),
+    *,
+    embeddings: bool = False,
+) -> nn.Module:
+    """Quantize ``model``'s weights in place (see the module docstring) and return it.
+
+    mode: ``"int8"`` (per output channel) or ``"int4"`` (groups of ``group_size`` input dims;
+    a layer narrower than ``group_size`` has one group per row, and a last group may be
+    shorter when ``group_size`` does not divide the width). skip: module names or dotted
+    ends of module paths left float. embeddings: quantize the token embedding too.
+    """
+    skip = check_arguments(mode, group_size, skip)
+    names = dict(model.named_modules())
+    unknown = [s for s in skip if not any(_skipped(name, (s,)) for name in names if name)]
+    if unknown:
+        raise InputError(f"skip: {', '.join(map(repr, unknown))} names no module of this model")
+    if is_quantized(model):
+        raise InputError("model: already quantized (quantize a float model once)")
+    if any(isinstance(m, LoRALinear) for m in names.values()):
+        raise InputError("model: has LoRA adapters; merge_lora(model) (or drop them) before quantize")
+    embed = getattr(model, "embed", None)
+    head = getattr(model, "lm_head", None)
+    tied = embed is not None and head is not None and head.weight is embed.weight
+    for name, module in names.items():
+        if not name or _skipped(name, skip):
+            continue
+        if isinstance(module, StackedExperts) and not isinstance(module, QuantStackedExperts):
+            _replace(model, name, QuantStackedExperts(module, mode, group_size))
+        elif isinstance(module, nn.Linear):
+            weight = F.normalize(module.weight.detach(), dim=-1, eps=1e-12) if isinstance(module, NormHead) else None
+            _replace(model, name, QuantLinear.from_linear(module, mode, group_size, weight))
+    if embeddings and embed is not None and not _skipped("embed", skip):
+        new_head = getattr(model, "lm_head", None)
+        if tied and isinstance(new_head, QuantLinear):
+            model.embed = QuantEmbedding(new_head)  # one stored table, as the float model had
+        else:
+            model.embed = QuantEmbedding(QuantizedWeight.from_weight(embed.weight.detach(), mode, group_size))
+    model.quantization = {"mode": mode, "group_size": group_size if mode == "int4" else None,
+                          "skip": list(skip), "embeddings": bool(embeddings)}
+    return model
