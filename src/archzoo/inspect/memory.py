@@ -1,8 +1,13 @@
 """Memory of a config for inference and training, from its exact parameter count.
 
-Weights: parameters x bytes per value (fp32 4, fp16/bf16 2, fp8 1, int8 1,
-int4 0.5). Quantisation scales and zero points are not counted (a few
-percent at group size 64-128); buffers and the MTP module are not counted.
+Weights: parameters x bytes per value (fp32 4, fp16/bf16 2, fp8 1). int8
+and int4 are what ``archzoo.quantize(model, mode, group_size)`` stores, tensor
+by tensor, counted on a ``meta`` model quantized the same way: integer weights
+(int4 two per byte), their scales (and int4's minimums) in bf16, and the parts
+left float in bf16 (embedding, norms, biases, router, the output head, which
+``quantize`` skips by default). Buffers and the MTP module are not counted.
+Weight-only quantization keeps activations and the KV cache in bf16, so
+``dtype="int8" | "int4"`` sizes the cache at bf16.
 
 KV cache, values per token per layer: what the attention block says it
 stores (``kv_values_per_token``; ``blocks/attention.py``: K and V, 2 x
@@ -83,6 +88,23 @@ def dtype_bytes(dtype: str) -> float:
     return BYTES_PER_VALUE[key]
 
 
+QUANTIZED_DTYPES = ("int8", "int4")
+"""Weight-only modes of ``archzoo.quantize``: their weight figure is the quantized model's, their cache bf16."""
+
+
+def quantized_weight_bytes(cfg: Config, group_size: int = 128) -> dict[str, int]:
+    """Mode -> bytes ``archzoo.quantize(model, mode, group_size)`` leaves in a bf16 model of ``cfg``
+    (worked out on a ``meta`` model from the block's own layout, ``QuantizedWeight.buffer_shapes``)."""
+    import torch
+
+    from ..models.decoder import CausalLM
+    from ..models.quantize import planned_weight_bytes
+
+    with torch.device("meta"):
+        model = CausalLM(cfg).to(torch.bfloat16)
+    return {mode: planned_weight_bytes(model, mode, group_size) for mode in QUANTIZED_DTYPES}
+
+
 def kv_values_per_token_per_layer(cfg: Config) -> int:
     """Cached values of one token in one layer: the attention block's own ``kv_values_per_token``."""
     return attention_on_meta(cfg).kv_values_per_token()
@@ -106,6 +128,7 @@ def estimate_memory(
     lora_targets: Sequence[str] = ("q_proj", "v_proj"),
     prefix_length: int | None = None,
     prefix_projection: bool | int = False,
+    group_size: int = 128,
 ) -> MemoryReport:
     """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
 
@@ -127,8 +150,11 @@ def estimate_memory(
     value_bytes = dtype_bytes(dtype)
     report = params or count_params(cfg)
     n = report.total
-    weights = {name: n * BYTES_PER_VALUE[name] for name in WEIGHT_DTYPES}
-    per_token = kv_bytes_per_token(cfg, dtype)
+    weights = {name: n * BYTES_PER_VALUE[name] for name in WEIGHT_DTYPES if name not in QUANTIZED_DTYPES}
+    weights.update(quantized_weight_bytes(cfg, group_size))
+    key = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."), str(dtype).lower())
+    kv_dtype = "bf16" if key in QUANTIZED_DTYPES else dtype
+    per_token = kv_bytes_per_token(cfg, kv_dtype)
     cache = batch * seq_len * per_token
     state = {part: n * b for part, b in ADAMW_MIXED_PRECISION.items()}
     acts = activation_bytes(cfg, batch, seq_len)
@@ -144,7 +170,7 @@ def estimate_memory(
         kv_values_per_token_per_layer=kv_values_per_token_per_layer(cfg),
         kv_bytes_per_token=per_token,
         kv_cache_bytes=cache,
-        inference_bytes=n * value_bytes + cache,
+        inference_bytes=(weights[key] if key in QUANTIZED_DTYPES else n * value_bytes) + cache,
         training_state_bytes=state,
         activation_bytes=acts,
         activation_bytes_checkpointed=acts_ckpt,

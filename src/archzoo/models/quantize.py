@@ -34,6 +34,10 @@ from ..blocks.norm_head import NormHead
 from ..blocks.quant import BITS, QuantEmbedding, QuantizedWeight, QuantLinear
 from ..blocks.quant_experts import QuantStackedExperts
 from ..errors import InputError
+from ..fast.quant import FastQuantLinear
+
+LINEAR_KINDS = {"reference": QuantLinear, "fast": FastQuantLinear}
+"""``implementation`` -> the quantized linear layer's class."""
 
 
 def check_arguments(mode: str, group_size: int, skip) -> tuple[str, ...]:
@@ -58,6 +62,29 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+def conversion_targets(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+    """The modules ``quantize`` converts (by path): linear layers and stacked experts not skipped."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if name and not _skipped(name, skip) and isinstance(m, (nn.Linear, StackedExperts))
+    ]
+
+
+def planned_weight_bytes(model: nn.Module, mode: str, group_size: int = 128, skip: Sequence[str] = ("lm_head",)) -> int:
+    """``stored_weight_bytes`` of ``quantize(model, mode, group_size, skip)`` (embeddings float),
+    worked out from the float model's shapes without converting anything (``model`` may be on meta)."""
+    tensors = {id(p): p.numel() * p.element_size() for p in model.parameters()}
+    embed_weight = getattr(getattr(model, "embed", None), "weight", None)
+    for _, module in conversion_targets(model, check_arguments(mode, group_size, skip)):
+        weights = [module.weight] if isinstance(module, nn.Linear) else [module.gate_up_proj, module.down_proj]
+        for weight in weights:
+            if weight is not embed_weight:  # a tied head quantized: the float embedding stays as well
+                tensors.pop(id(weight), None)
+            tensors[("quantized", id(weight))] = QuantizedWeight.storage_bytes(tuple(weight.shape), mode, group_size, weight.dtype)
+    return sum(tensors.values())
+
+
 def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, QuantizedWeight) for m in model.modules())
 
@@ -69,6 +96,7 @@ def quantize(
     skip: Sequence[str] = ("lm_head",),
     *,
     embeddings: bool = False,
+    implementation: str = "fast",
 ) -> nn.Module:
     """Quantize ``model``'s weights in place (see the module docstring) and return it.
 
@@ -76,8 +104,14 @@ def quantize(
     a layer narrower than ``group_size`` has one group per row, and a last group may be
     shorter when ``group_size`` does not divide the width). skip: module names or dotted
     ends of module paths left float. embeddings: quantize the token embedding too.
+    implementation: ``"fast"`` (torch's packed int8 / int4 CPU kernels where they exist and
+    agree, ``fast/quant.py``) or ``"reference"`` (dequantize and matmul, ``blocks/quant.py``);
+    both store the same tensors and compute the same numbers up to float rounding.
     """
     skip = check_arguments(mode, group_size, skip)
+    if implementation not in LINEAR_KINDS:
+        raise InputError(f"implementation: must be one of {', '.join(LINEAR_KINDS)}, got {implementation!r}")
+    linear_kind = LINEAR_KINDS[implementation]
     names = dict(model.named_modules())
     unknown = [s for s in skip if not any(_skipped(name, (s,)) for name in names if name)]
     if unknown:
@@ -89,14 +123,12 @@ def quantize(
     embed = getattr(model, "embed", None)
     head = getattr(model, "lm_head", None)
     tied = embed is not None and head is not None and head.weight is embed.weight
-    for name, module in names.items():
-        if not name or _skipped(name, skip):
-            continue
-        if isinstance(module, StackedExperts) and not isinstance(module, QuantStackedExperts):
+    for name, module in conversion_targets(model, skip):
+        if isinstance(module, StackedExperts):
             _replace(model, name, QuantStackedExperts(module, mode, group_size))
-        elif isinstance(module, nn.Linear):
+        else:
             weight = F.normalize(module.weight.detach(), dim=-1, eps=1e-12) if isinstance(module, NormHead) else None
-            _replace(model, name, QuantLinear.from_linear(module, mode, group_size, weight))
+            _replace(model, name, linear_kind.from_linear(module, mode, group_size, weight))
     if embeddings and embed is not None and not _skipped("embed", skip):
         new_head = getattr(model, "lm_head", None)
         if tied and isinstance(new_head, QuantLinear):
@@ -106,3 +138,14 @@ def quantize(
     model.quantization = {"mode": mode, "group_size": group_size if mode == "int4" else None,
                           "skip": list(skip), "embeddings": bool(embeddings)}
     return model
+
+
+def stored_weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights ``model`` holds: every parameter and every quantized tensor, each
+    tensor once (a tied table is one); other buffers (position tables, router biases) are left
+    out, as the float figures of ``estimate_memory`` leave them out."""
+    tensors = {id(p): p for p in model.parameters()}
+    for module in model.modules():
+        if isinstance(module, QuantizedWeight):
+            tensors.update({id(b): b for b in module.buffers(recurse=False)})
+    return sum(t.numel() * t.element_size() for t in tensors.values())

@@ -17,6 +17,8 @@ from ...atomic import recover
 from ...config import Config
 from ...fast import check_implementation, use_implementation
 from ..decoder import CausalLM
+from ..quant_io import load_quantized, quantized_state, recipe
+from ..quantize import is_quantized
 from .checks import check_fields
 from .family import HFFamily, UnsupportedConfig
 from .io import read_config, read_safetensors
@@ -59,6 +61,10 @@ def load_pretrained(
     check_fields(hf_config, folder / "config.json")
     family = family_of(hf_config, folder)
     cfg = config_of(family, hf_config, folder / "config.json", name or folder.resolve().name)
+    if "quantization_config" in hf_config:  # archzoo's int8 / int4 layout (models/quant_io.py)
+        model = load_quantized(cfg, hf_config, read_safetensors(folder), folder)
+        model.hf_architecture = family.architecture
+        return model.to(dtype) if dtype is not None else model
     state = weights_of(read_safetensors(folder), family, cfg, folder)
     model = model_from_state(cfg, state, dtype=dtype, source=folder)
     model.hf_architecture = family.architecture
@@ -110,6 +116,13 @@ def save_pretrained(
     """
     cfg = model.config
     family, hf_config = _choose_family(cfg, architecture or getattr(model, "hf_architecture", None))
+    if is_quantized(model):  # archzoo's own names and tensors, the recipe in config.json (models/quant_io.py)
+        state = quantized_state(model)
+        hf_config["quantization_config"] = recipe(model)
+        floats = {t.dtype for t in state.values() if t.is_floating_point()}
+        hf_config["torch_dtype"] = str(floats.pop()).removeprefix("torch.") if len(floats) == 1 else "float32"
+        write_checkpoint(Path(folder), family, hf_config, state, overwrite=overwrite)
+        return Path(folder)
     from ...adapters.lora import base_state_dict  # here, not at the top: adapters/ imports models.hf
 
     state = base_state_dict(model)  # refuses unmerged LoRA adapters and prefixes (save_adapter writes those)

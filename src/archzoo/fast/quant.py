@@ -1,0 +1,113 @@
+"""The quantized linear layer on torch's packed CPU kernels, where they exist and agree.
+
+``blocks/quant.py``'s ``QuantLinear`` dequantizes W' and calls ``F.linear``:
+always right, but a decoding token then reads (and writes) a float copy of
+every weight. torch ships kernels that multiply by the integers directly:
+
+int8  ``torch._weight_int8pack_mm(x [M, K], q int8 [N, K], s [N])`` = x (s q)^T:
+      the reference's own buffers, nothing converted or copied.
+int4  ``torch._weight_int4pack_mm_for_cpu(x, packed, g, sz [K/g, N, 2])`` with
+      W' = s (q - 8) + z: the reference's s q + m with z = m + 8 s; the codes
+      repacked once by ``torch._convert_weight_to_int4pack_for_cpu(q int32 [N, K], 1)``
+      into the kernel's tiled layout (kept beside the reference's nibbles, which
+      ``state_dict`` and saving read: so int4 holds its codes twice on this path).
+
+These are private ops whose names and signatures changed across torch
+releases (``_weight_int4pack_mm`` took CPU tensors before 2.6, the packing
+took uint8 before 2.5), so each is probed once per dtype on a tiny case and
+used only if it runs and matches the dequantize-and-matmul result; anything
+else (a missing op, an error, a mismatch, a shape the kernel does not take:
+int4 needs K a multiple of g, g in 32/64/128/256, N a multiple of 16) runs
+the reference forward, so a missing kernel never changes a result beyond
+float rounding. ``kernel_path(module, dtype)`` says which path a layer takes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from ..blocks.quant import QuantLinear
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+
+
+def _int8_mm(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return torch._weight_int8pack_mm(x, q, scales)
+
+
+def _int4_pack(q: torch.Tensor) -> torch.Tensor:
+    return torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+
+
+def _int4_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, scale_zeros: torch.Tensor) -> torch.Tensor:
+    return torch._weight_int4pack_mm_for_cpu(x, packed, group_size, scale_zeros)
+
+
+def int4_scale_zeros(layer: QuantLinear, dtype: torch.dtype) -> torch.Tensor:
+    """``[groups, N, 2]``: (s, z = m + 8 s) per group and row, the int4 kernel's form of (s, m)."""
+    scales, mins = layer.scales.float(), layer.mins.float()
+    return torch.stack((scales, mins + 8 * scales), dim=-1).transpose(0, 1).contiguous().to(dtype)
+
+
+@functools.cache
+def kernel_works(mode: str, dtype: torch.dtype) -> bool:
+    """Whether torch's ``mode`` kernel exists, runs and equals the dequantize path here for ``dtype``."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(32, 64, generator=generator)
+    layer = QuantLinear.from_linear(torch.nn.Linear(64, 32, bias=False), mode, 32, weight.to(dtype))
+    x = torch.randn(3, 64, generator=generator).to(dtype)
+    try:
+        got = FastQuantLinear.kernel_forward(layer, x)
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+        return False
+    want = F.linear(x.float(), layer.dequantize(torch.float32))
+    # 64-term dot products of |terms| <= ~3 x 2.5: float32 rounding ~1e-5; bf16 inputs and
+    # outputs round to 2^-8 relative, so bf16 gets 2^-7 of the result's scale
+    tolerance = 1e-4 if dtype == torch.float32 else 2.0**-7 * want.abs().max().item()
+    return got.shape == want.shape and bool(torch.allclose(got.float(), want, atol=tolerance, rtol=0))
+
+
+def kernel_path(layer: QuantLinear, dtype: torch.dtype) -> str:
+    """The path ``layer`` takes for inputs of ``dtype``: ``int8pack_mm``, ``int4pack_mm`` or ``dequantize``."""
+    if layer.qweight.device.type != "cpu" or layer.scales.dtype != dtype:
+        return "dequantize"
+    if layer.mode == "int8":
+        return "int8pack_mm" if kernel_works("int8", dtype) else "dequantize"
+    fits = (
+        layer.in_features % layer.group_size == 0
+        and layer.group_size in INT4_GROUP_SIZES
+        and layer.out_features % 16 == 0
+    )
+    return "int4pack_mm" if fits and kernel_works("int4", dtype) else "dequantize"
+
+
+class FastQuantLinear(QuantLinear):
+    """``QuantLinear`` (same buffers, same state dict) whose forward calls torch's packed kernel when it can."""
+
+    def kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
+        if self.mode == "int8":
+            y = _int8_mm(rows, self.qweight, self.scales)
+        else:
+            cache = self.__dict__.setdefault("_int4_kernel", {})
+            if x.dtype not in cache:  # repacked once per dtype (the codes are fixed once quantized)
+                cache[x.dtype] = (_int4_pack(self.codes()), int4_scale_zeros(self, x.dtype))
+            packed, scale_zeros = cache[x.dtype]
+            y = _int4_mm(rows, packed, self.group_size, scale_zeros)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernel_path(self, x.dtype) == "dequantize":
+            return super().forward(x)
+        return self.kernel_forward(x)
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_int4_kernel", None)  # .to(dtype / device): repack from the moved buffers
+        return super()._apply(fn, recurse)
