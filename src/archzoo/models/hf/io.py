@@ -126,7 +126,10 @@ def _index_mismatch(index: Path, name: str, indexed: set[str], found: set[str]) 
 
 
 def check_tensor(key: str, tensor: torch.Tensor, path: Path) -> None:
-    """Weights are floating point and finite."""
+    """Weights are floating point and finite (archzoo's quantized integer codes, ``*.qweight``,
+    are int8 / uint8: ``models/quant_io.py``)."""
+    if key.endswith(".qweight") and tensor.dtype in (torch.int8, torch.uint8):
+        return
     if tensor.dtype not in FLOAT_DTYPES:
         raise CheckpointError(f"{path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point")
     flat = tensor.reshape(-1)
