@@ -17,6 +17,7 @@ from ..config import load_config
 from ..models.decoder import build_model
 from .argtypes import dtype_name, non_negative_int, positive_int
 from .progress import Progress, plural
+from .quant_args import add_quantize_arguments, apply_quantize
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", type=dtype_name, choices=list(DTYPES), default="fp32", help="weights and activations (bfloat16, float16, float32 accepted too)"
     )
     add_threads_argument(parser)
+    add_quantize_arguments(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.name)
     print(f"{cfg.name}: building with random weights ({args.dtype}) ...", file=sys.stderr, flush=True)
     torch.manual_seed(0)
-    model = build_model(cfg, dtype=DTYPES[args.dtype]).eval()
+    model = apply_quantize(build_model(cfg, dtype=DTYPES[args.dtype]).eval(), args)
     ids = torch.randint(0, cfg.model.vocab_size, (args.batch, args.seq_len))
 
     prefill = []

@@ -25,6 +25,7 @@ from ..models.hf import load_pretrained
 from ..text import Chat
 from .argtypes import non_negative_float, non_negative_int, positive_int, probability
 from .bench_cmd import add_threads_argument, set_threads
+from .quant_args import add_quantize_arguments, apply_quantize
 from .text_source import find_tokenizer
 
 
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of sampling")
     add_threads_argument(parser)
+    add_quantize_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = find_tokenizer(args.folder, args.tokenizer)
     if tokenizer is None:
         raise InputError(f"{args.folder}: no tokenizer files to chat with; pass --tokenizer DIR")
-    model = load_pretrained(args.folder).eval()
+    model = apply_quantize(load_pretrained(args.folder).eval(), args)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     if args.temperature > 0:
         sampling["generator"] = torch.Generator().manual_seed(args.seed)

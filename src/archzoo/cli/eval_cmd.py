@@ -19,6 +19,7 @@ from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.evaluate import evaluate
 from ..train.methods import METHODS
 from ..train.run import RUN_FILE, build_source_model
+from .quant_args import add_quantize_arguments, apply_quantize
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per window (default: min(256, the config's max_seq_len))")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass (default: 8)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (default: a line for people)")
+    add_quantize_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise InputError(f"--batch: must be >= 1, got {args.batch}")
     model, tokenizer_folder = load_model(args.folder)
+    model = apply_quantize(model.float(), args)
     cfg = model.config
     seq_len = args.seq_len if args.seq_len is not None else min(256, cfg.model.max_seq_len)
     if not 1 <= seq_len <= cfg.model.max_seq_len:
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = data_mod.tokenizer_for(cfg.model.vocab_size, tokenizer_folder)
         ids = data_mod.encode_documents(data_mod.read_text(args.text), tokenizer)
     data_mod.check_ids(ids, cfg.model.vocab_size, str(args.ids or args.text))
-    result = evaluate(model.float(), ids, seq_len=seq_len, batch=args.batch, progress=not args.no_progress)
+    result = evaluate(model, ids, seq_len=seq_len, batch=args.batch, progress=not args.no_progress)
     if args.json:
         print(json.dumps({"loss": result.loss, "perplexity": result.perplexity, "tokens": result.tokens, "seq_len": seq_len}))
     else:

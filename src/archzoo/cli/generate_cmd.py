@@ -30,6 +30,7 @@ from ..text.stream import StreamDecoder
 from .argtypes import non_negative_float, non_negative_int, positive_int, probability
 from .bench_cmd import add_threads_argument, set_threads
 from .progress import plural
+from .quant_args import add_quantize_arguments, apply_quantize
 from .text_source import BYTE_VOCAB, bytes_allowed, decode_bytes, find_tokenizer, no_tokenizer_error
 
 
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eos-id", type=non_negative_int, default=None, help="stop at this token (default: the config's eos_id)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random init and of sampling")
     add_threads_argument(parser)
+    add_quantize_arguments(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
 
@@ -124,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     prompt_bound = len((args.prompt or args.prompt_ids or "").encode("utf-8"))  # >= its tokens
     require_inference_memory(args.model, prompt_bound + args.max_new_tokens, force=args.force)
     model, described = load_model(args.model, args.seed)
-    model.eval()
+    model = apply_quantize(model.eval(), args)
     tokenizer = find_tokenizer(args.model, args.tokenizer)
     ids = prompt_ids(args, model, tokenizer)
     eos_id = next((i for i in (args.eos_id, model.config.tokens.eos_id) if i is not None), None)

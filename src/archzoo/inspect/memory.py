@@ -92,17 +92,30 @@ QUANTIZED_DTYPES = ("int8", "int4")
 """Weight-only modes of ``archzoo.quantize``: their weight figure is the quantized model's, their cache bf16."""
 
 
-def quantized_weight_bytes(cfg: Config, group_size: int = 128) -> dict[str, int]:
-    """Mode -> bytes ``archzoo.quantize(model, mode, group_size)`` leaves in a bf16 model of ``cfg``
-    (worked out on a ``meta`` model from the block's own layout, ``QuantizedWeight.buffer_shapes``)."""
+def quantized_weight_bytes(cfg: Config, params: int, group_size: int = 128) -> dict[str, int]:
+    """Mode -> bytes ``archzoo.quantize(model, mode, group_size)`` leaves in a bf16 model of ``cfg``.
+
+    Worked out from the block's own layout (``QuantizedWeight.buffer_shapes``) on one ``meta``
+    layer per distinct layer plan, times how many layers share it; everything outside the
+    layers (embedding, final norm, the head ``quantize`` skips) stays bf16: ``params`` (the
+    model's total) minus the layers' parameters, at 2 bytes.
+    """
+    from collections import Counter
+
     import torch
 
-    from ..models.decoder import CausalLM
+    from ..models.decoder import DecoderLayer
     from ..models.quantize import planned_weight_bytes
 
+    totals = dict.fromkeys(QUANTIZED_DTYPES, 0)
+    layer_params = 0
     with torch.device("meta"):
-        model = CausalLM(cfg).to(torch.bfloat16)
-    return {mode: planned_weight_bytes(model, mode, group_size) for mode in QUANTIZED_DTYPES}
+        for plan, count in Counter(cfg.layer_plan).items():
+            layer = DecoderLayer(cfg, plan).to(torch.bfloat16)
+            layer_params += count * sum(p.numel() for p in layer.parameters())
+            for mode in QUANTIZED_DTYPES:
+                totals[mode] += count * planned_weight_bytes(layer, mode, group_size, skip=())
+    return {mode: total + 2 * (params - layer_params) for mode, total in totals.items()}
 
 
 def kv_values_per_token_per_layer(cfg: Config) -> int:
@@ -151,7 +164,7 @@ def estimate_memory(
     report = params or count_params(cfg)
     n = report.total
     weights = {name: n * BYTES_PER_VALUE[name] for name in WEIGHT_DTYPES if name not in QUANTIZED_DTYPES}
-    weights.update(quantized_weight_bytes(cfg, group_size))
+    weights.update(quantized_weight_bytes(cfg, n, group_size))
     key = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."), str(dtype).lower())
     kv_dtype = "bf16" if key in QUANTIZED_DTYPES else dtype
     per_token = kv_bytes_per_token(cfg, kv_dtype)
