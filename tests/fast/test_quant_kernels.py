@@ -84,3 +84,14 @@ def test_fast_and_reference_models_agree(mode):
     # per layer a float32 reordering of ~d_model-term sums (~1e-6 relative), through 2 layers
     # and the head: 1e-4 of the logits' scale is ~50x that
     assert torch.allclose(got, want, atol=1e-4 * want.abs().max().item(), rtol=0)
+
+
+def test_use_implementation_switches_quantized_layers_both_ways():
+    from archzoo.fast import use_implementation
+
+    model = archzoo.quantize(archzoo.build_model("llama-tiny"), "int8")
+    assert type(model.layers[0].attn.q_proj) is FastQuantLinear  # the model's own implementation: fast
+    use_implementation(model, "reference")
+    assert type(model.layers[0].attn.q_proj) is QuantLinear
+    use_implementation(model, "fast")
+    assert type(model.layers[0].attn.q_proj) is FastQuantLinear

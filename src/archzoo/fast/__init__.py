@@ -39,6 +39,7 @@ from ..blocks.experts import StackedExperts
 from ..blocks.lora import LoRALinear
 from ..blocks.mla import MultiHeadLatentAttention
 from ..blocks.norm import RMSNorm
+from ..blocks.quant import QuantLinear
 from ..blocks.rope import RotaryEmbedding
 from ..blocks.router import Router
 from ..errors import InputError
@@ -47,6 +48,7 @@ from .head import FastHead, decoding_layout
 from .lora import FastLoRALinear
 from .mla import FastMultiHeadLatentAttention
 from .norm import FastRMSNorm
+from .quant import FastQuantLinear
 from .rope import FastRotaryEmbedding
 from .router import FastRouter
 
@@ -59,6 +61,7 @@ FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
     Router: FastRouter,
     LoRALinear: FastLoRALinear,
     MultiHeadLatentAttention: FastMultiHeadLatentAttention,
+    QuantLinear: FastQuantLinear,
 }
 """reference block class -> its fast form (exact class match: a subclass is another block)."""
 

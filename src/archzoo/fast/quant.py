@@ -87,6 +87,8 @@ def kernel_path(layer: QuantLinear, dtype: torch.dtype) -> str:
 class FastQuantLinear(QuantLinear):
     """``QuantLinear`` (same buffers, same state dict) whose forward calls torch's packed kernel when it can."""
 
+    reference = QuantLinear
+
     def kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         if not rows.is_contiguous():

@@ -60,8 +60,7 @@ def recipe(model: CausalLM) -> dict:
     return {"quant_method": "archzoo", **model.quantization, "layout": LAYOUT}
 
 
-def load_quantized(cfg: Config, hf_config: dict, state: dict[str, torch.Tensor], folder: Path,
-                   implementation: str = "fast") -> CausalLM:
+def load_quantized(cfg: Config, hf_config: dict, state: dict[str, torch.Tensor], folder: Path) -> CausalLM:
     """A quantized model from a folder's recipe and tensors (CheckpointError naming the file)."""
     where = f"{folder}/config.json: quantization_config"
     q = hf_config["quantization_config"]
@@ -70,7 +69,7 @@ def load_quantized(cfg: Config, hf_config: dict, state: dict[str, torch.Tensor],
     with torch.device("meta"):
         model = CausalLM(cfg)
     quantize(model, q["mode"], q.get("group_size") or 128, tuple(q.get("skip", ())),
-             embeddings=bool(q.get("embeddings")), implementation=implementation)
+             embeddings=bool(q.get("embeddings")), implementation="reference")  # load_pretrained picks the form
     expected = set(quantized_state(model))
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:

@@ -96,7 +96,7 @@ def quantize(
     skip: Sequence[str] = ("lm_head",),
     *,
     embeddings: bool = False,
-    implementation: str = "fast",
+    implementation: str | None = None,
 ) -> nn.Module:
     """Quantize ``model``'s weights in place (see the module docstring) and return it.
 
@@ -106,9 +106,12 @@ def quantize(
     ends of module paths left float. embeddings: quantize the token embedding too.
     implementation: ``"fast"`` (torch's packed int8 / int4 CPU kernels where they exist and
     agree, ``fast/quant.py``) or ``"reference"`` (dequantize and matmul, ``blocks/quant.py``);
-    both store the same tensors and compute the same numbers up to float rounding.
+    default: the model's own (``build_model(..., implementation=)``), else fast. Both store
+    the same tensors and compute the same numbers up to float rounding.
     """
     skip = check_arguments(mode, group_size, skip)
+    if implementation is None:
+        implementation = getattr(model, "implementation", "fast")
     if implementation not in LINEAR_KINDS:
         raise InputError(f"implementation: must be one of {', '.join(LINEAR_KINDS)}, got {implementation!r}")
     linear_kind = LINEAR_KINDS[implementation]

@@ -64,7 +64,7 @@ def load_pretrained(
     if "quantization_config" in hf_config:  # archzoo's int8 / int4 layout (models/quant_io.py)
         model = load_quantized(cfg, hf_config, read_safetensors(folder), folder)
         model.hf_architecture = family.architecture
-        return model.to(dtype) if dtype is not None else model
+        return use_implementation(model.to(dtype) if dtype is not None else model, implementation)
     state = weights_of(read_safetensors(folder), family, cfg, folder)
     model = model_from_state(cfg, state, dtype=dtype, source=folder)
     model.hf_architecture = family.architecture
