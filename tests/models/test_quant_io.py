@@ -43,6 +43,17 @@ def test_save_and_load_round_trip(tmp_path, name, mode, kwargs):
         assert torch.equal(loaded(ids), model(ids))  # the same tensors, the same forward
 
 
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_bf16_model_round_trips_in_bf16(tmp_path, mode):
+    model = archzoo.quantize(archzoo.build_model("qwen3-moe-tiny", dtype=torch.bfloat16).eval(), mode, 32)
+    archzoo.save_pretrained(model, tmp_path / "q")
+    loaded = archzoo.load_pretrained(tmp_path / "q")
+    assert loaded.layers[0].attn.q_proj.scales.dtype == torch.bfloat16 and loaded.embed.weight.dtype == torch.bfloat16
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+
+
 def test_a_tampered_tensor_is_refused_naming_the_file(tmp_path):
     from safetensors.torch import save_file
 

@@ -78,7 +78,13 @@ def load_quantized(cfg: Config, hf_config: dict, state: dict[str, torch.Tensor],
             f"unexpected {sorted(unexpected)[:5]})"
         )
     shapes = model.state_dict()
-    wrong = [k for k, v in state.items() if v.shape != shapes[k].shape or v.dtype != shapes[k].dtype]
+    # shapes must match; integer codes their dtype exactly; floats may be any float dtype (a bf16
+    # model saves bf16 scales and norms; the meta model is float32), adopted as stored
+    wrong = [
+        k for k, v in state.items()
+        if v.shape != shapes[k].shape or v.is_floating_point() != shapes[k].is_floating_point()
+        or (not v.is_floating_point() and v.dtype != shapes[k].dtype)
+    ]
     if wrong:
         k = wrong[0]
         raise CheckpointError(f"{folder}/model.safetensors: {k} is {state[k].dtype} {list(state[k].shape)}, "
