@@ -123,7 +123,7 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy():
     ("kwargs", "match"),
     [
         ({"attention_mask": torch.tensor([[1, 1, 0]])}, "left padding"),
-        ({"attention_mask": torch.tensor([[1, 1]])}, "must match input_ids"),
+        ({"attention_mask": torch.tensor([[1, 1]])}, r"attention_mask: a padding mask must be \[batch, past \+ seq\]"),
         ({"temperature": -1.0}, "temperature"),
         ({"top_k": 0}, "top_k"),
         ({"top_p": 1.5}, "top_p"),

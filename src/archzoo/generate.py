@@ -25,13 +25,16 @@ Face's prompt-plus-continuation layout when needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .errors import InputError
 from .fast import decoding_layout
 from .glm.decode import GLMPrefixPositions
+from .models.inputs import POSITION_READERS, check_forward_inputs, trusted_inputs, warn_past_max_seq_len
 
 
 class LinearPositions:
@@ -72,35 +75,44 @@ class LinearPositions:
 
 
 def _check_arguments(
+    model: nn.Module,
     input_ids: torch.Tensor,
     max_new_tokens: int,
     attention_mask: torch.Tensor | None,
     temperature: float,
     top_k: int | None,
     top_p: float | None,
+    eos_id: int | None,
 ) -> None:
-    if input_ids.dim() != 2 or input_ids.dtype != torch.long or input_ids.shape[1] == 0:
-        raise ValueError(
-            f"input_ids: must be a non-empty LongTensor [batch, seq], got {input_ids.dtype} {list(input_ids.shape)}"
-        )
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens: must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature: must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k: must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p: must be in (0, 1], got {top_p}")
+    """Every argument once per call (the decode loop then runs under ``trusted_inputs``)."""
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not whole(max_new_tokens) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens: must be a whole number >= 0, got {max_new_tokens!r}")
+    if not number(temperature) or temperature < 0:
+        raise InputError(f"temperature: must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not whole(top_k) or top_k < 1):
+        raise InputError(f"top_k: must be a whole number >= 1, got {top_k!r}")
+    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+        raise InputError(f"top_p: must be in (0, 1], got {top_p!r}")
+    vocab = model.config.model.vocab_size
+    if eos_id is not None and (not whole(eos_id) or not 0 <= eos_id < vocab):
+        raise InputError(f"eos_id: must be a token id in [0, {vocab}), got {eos_id!r}")
+    # input_ids (dtype, shape, ids in the vocabulary) and the mask's dtype, shape and 0/1 values
+    check_forward_inputs(model.config, input_ids, attention_mask, None, None, 0, past=0)
     if attention_mask is not None:
-        if tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                f"attention_mask: must match input_ids {list(input_ids.shape)}, got {list(attention_mask.shape)}"
-            )
+        if attention_mask.dim() != 2:
+            raise InputError(f"attention_mask: generate takes [batch, seq] padding, got {list(attention_mask.shape)}")
         keep = attention_mask.bool()
         if bool((keep[:, 1:] < keep[:, :-1]).any()):
-            raise ValueError("attention_mask: only left padding is supported (0s, then 1s, in every row)")
+            raise InputError("attention_mask: only left padding is supported (0s, then 1s, in every row)")
         if not bool(keep[:, -1].all()):
-            raise ValueError("attention_mask: every row needs at least one real token (the last slot must be 1)")
+            raise InputError("attention_mask: every row needs at least one real token (the last slot must be 1)")
+    warn_past_max_seq_len(model.config, input_ids.shape[1] + max_new_tokens)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -164,17 +176,25 @@ def generate(
     on_token: called with each step's new ids ``[batch]`` as soon as they are chosen (to stream
         text); when it returns True, decoding stops after that token (e.g. an end-of-turn token).
     """
-    _check_arguments(input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p)
+    _check_arguments(model, input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p, eos_id)
+    with trusted_inputs():  # checked above; the prefill and every step are made here
+        return _decode(model, input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p, eos_id,
+                       generator, on_token)
+
+
+def _decode(model, input_ids, max_new_tokens, attention_mask, temperature, top_k, top_p, eos_id, generator, on_token):
     batch, seq = input_ids.shape
     if max_new_tokens == 0:
         return input_ids.new_empty(batch, 0)
-    scheme = DECODE_SCHEMES[model.config.position.kind](model)
+    kind = model.config.position.kind
+    scheme = DECODE_SCHEMES[kind](model)
     keep = attention_mask.bool() if attention_mask is not None and not bool(attention_mask.bool().all()) else None
     max_len = seq + max_new_tokens
     cache = model.new_cache(max_len)
     with decoding_layout(model):  # a faster head layout while decoding (fast/head.py); no-op otherwise
         positions, mask = scheme.prefill(input_ids, keep, max_len)
-        logits = model(input_ids, mask, positions, cache, logits_to_keep=1)
+        reads_positions = kind in POSITION_READERS  # ALiBi and `none` take distances from cache slots
+        logits = model(input_ids, mask, positions if reads_positions else None, cache, logits_to_keep=1)
         finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
         new_tokens = []
         while True:
@@ -187,7 +207,7 @@ def generate(
             if stop or len(new_tokens) == max_new_tokens or (eos_id is not None and bool(finished.all())):
                 break
             positions, mask = scheme.step()
-            logits = model(token[:, None], mask, positions, cache, logits_to_keep=1)
+            logits = model(token[:, None], mask, positions if reads_positions else None, cache, logits_to_keep=1)
         return torch.stack(new_tokens, dim=1)
 
 

@@ -27,6 +27,7 @@ from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
 from ..fast import check_implementation, use_implementation
 from .builders import POSITION_KINDS, build_attention, build_feedforward, build_norm
+from .inputs import check_forward_inputs
 
 
 @dataclass
@@ -144,9 +145,11 @@ class CausalLM(nn.Module):
         position_ids: ``[batch, seq]``, or ``[batch, 2, seq]`` for GLM 2D positions;
             default past, past + 1, ...
         cache: a ``KVCache`` from ``new_cache``; it is appended to in place.
+        Bad arguments raise ``InputError`` (rules and costs: ``models/inputs.py``).
         """
-        batch, seq = input_ids.shape
         past = cache.length if cache is not None else 0
+        check_forward_inputs(self.config, input_ids, attention_mask, position_ids, cache, logits_to_keep, past)
+        batch, seq = input_ids.shape
         layer_caches = cache.layers if cache is not None else [None] * len(self.layers)
         if self.prefix is not None:  # the prefix is every layer's past; the mask gains its slots
             layer_caches, attention_mask, past = self.prefix.as_past(cache, batch, attention_mask)
