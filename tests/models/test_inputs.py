@@ -49,8 +49,8 @@ def forward_cases(model):
 def position_cases(model):
     ids = ids_for(model)
     arange = torch.arange(5)[None].expand(2, 5)
-    if model.config.position.kind == "alibi":  # ALiBi reads no positions: refused, not ignored
-        return [("position_ids", "pass None", lambda: model(ids, position_ids=arange + 3))]
+    if model.config.position.kind == "alibi":  # distances only: steps other than 1 cannot be honoured
+        return [("position_ids", "1 position apart", lambda: model(ids, position_ids=arange * 2))]
     return [
         ("position_ids", ">= 0", lambda: model(ids, position_ids=arange - 1)),
         ("position_ids", "integers", lambda: model(ids, position_ids=arange.float())),
@@ -145,6 +145,18 @@ def test_generate_validates_once_and_decodes_the_same_tokens():
     with trusted_inputs():  # the cheap shape checks still run when trusted
         with pytest.raises(InputError, match="input_ids"):
             model(ids[0])
+
+
+def test_alibi_honours_position_ids_that_step_by_one():
+    # ALiBi is shift-invariant: an offset changes nothing, padding positions are not compared
+    model = MODELS["bloom-tiny"]
+    ids = ids_for(model, 2, 5)
+    arange = torch.arange(5)[None].expand(2, 5)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        assert torch.equal(model(ids, position_ids=arange + 3), model(ids))
+        hf_style = (mask.cumsum(-1) - 1).clamp(min=0)  # 0, 0, 0, 1, 2 in the padded row
+        assert torch.equal(model(ids, mask, hf_style), model(ids, mask))
 
 
 def test_alibi_generate_with_left_padding_needs_no_position_ids():

@@ -10,9 +10,12 @@ attention_mask  ``[batch, past + seq]`` padding of 0/1 (bool or integer; 1 = kee
                 -inf = not) read as 0/1 would mean the opposite, so the caller says
                 which it is (``keep = additive == 0``).
 position_ids    integer, >= 0, ``[batch, seq]`` (``[batch, 2, seq]`` also for glm2d).
-                Only RoPE kinds read positions; ALiBi's distances are cache slots and
-                ``none`` has no positions, so position_ids there is refused, not ignored
-                (left padding is the attention_mask's business).
+                RoPE kinds read them. ALiBi's bias depends on distances only, taken
+                between cache slots: position_ids that step by 1 between consecutive
+                real tokens (any offset; ``cumsum(mask) - 1`` as Hugging Face makes them)
+                give exactly those distances and are accepted; any other position_ids
+                could not be honoured and are refused. ``none`` has no positions:
+                position_ids change nothing there.
 cache           a ``KVCache`` holding the same batch size as input_ids.
 logits_to_keep  an int >= 0 (0 = every position).
 
@@ -98,11 +101,6 @@ def check_forward_inputs(
     kind = cfg.position.kind
     if position_ids is not None:
         positions = _tensor("position_ids", position_ids)
-        if kind not in POSITION_READERS:
-            raise InputError(
-                f"position_ids: {cfg.name} uses {kind!r} positions, which read no position_ids "
-                "(distances are cache slots); pass None, and attention_mask for padding"
-            )
         if not _is_integer(positions):
             raise InputError(f"position_ids: must be integers, got dtype {positions.dtype}")
         shapes = [(batch, seq)] + ([(batch, 2, seq)] if kind == "glm2d" else [])
@@ -111,6 +109,8 @@ def check_forward_inputs(
             raise InputError(f"position_ids: must be {want} (as input_ids), got {list(positions.shape)}")
         if not trusted and positions.numel() and int(positions.min()) < 0:
             raise InputError(f"position_ids: must be >= 0, got {int(positions.min())}")
+        if not trusted and kind == "alibi" and seq > 1:
+            _check_alibi_positions(positions, attention_mask, past)
     if not trusted:
         low, high = (int(v) for v in torch.aminmax(ids))
         vocab = cfg.model.vocab_size
@@ -118,6 +118,19 @@ def check_forward_inputs(
             bad = low if low < 0 else high
             raise InputError(f"input_ids: token id {bad} is outside the vocabulary [0, {vocab})")
     warn_past_max_seq_len(cfg, past + seq)
+
+
+def _check_alibi_positions(positions: torch.Tensor, attention_mask, past: int) -> None:
+    """ALiBi measures distance in cache slots: consecutive real tokens must be 1 position apart."""
+    steps = positions.diff(dim=-1) != 1
+    if attention_mask is not None and attention_mask.dim() == 2:
+        real = attention_mask[:, past:].bool()
+        steps &= real[:, 1:] & real[:, :-1]
+    if bool(steps.any()):
+        raise InputError(
+            "position_ids: ALiBi takes distances between cache slots, so consecutive real tokens must be "
+            "1 position apart (as cumsum(attention_mask) - 1 gives); other positions cannot be honoured"
+        )
 
 
 def _check_mask(mask: torch.Tensor, batch: int, seq: int, past: int, trusted: bool) -> None:
