@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from archzoo.config import Config, ConfigError, config_paths, load_config
 

@@ -16,9 +16,9 @@ import copy
 import math
 import resource
 import time
+import tomllib
 
 import pytest
-import tomllib
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 

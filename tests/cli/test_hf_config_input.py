@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 import transformers
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from .errors import ConfigError
 from .model_config import Config
