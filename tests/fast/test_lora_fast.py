@@ -46,3 +46,16 @@ def test_fast_lora_falls_back_to_the_reference_with_dropout_or_merged():
     fast_out = layer(x)
     torch.manual_seed(1)
     assert torch.equal(fast_out, LoRALinear.forward(layer, x))  # same dropout draw: it is the reference
+
+
+def test_fast_lora_under_bf16_autocast_is_the_reference():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(16, 8), rank=2, alpha=4)
+    with torch.no_grad():
+        layer.lora_B.weight.normal_()
+    x = torch.randn(5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = layer(x)
+        layer.__class__ = FastLoRALinear
+        got = layer(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)

@@ -12,7 +12,9 @@ over ``[tokens, out]`` or a skinny matmul. Written out, the step needs only:
 saving x, h (N r values) for the backward instead of also keeping s B A x's
 intermediates. W and b are frozen, so their gradients are never formed.
 With dropout on the adapter's input while training, or after ``merge()``, the
-reference forward runs (the mask would have to be carried through the node).
+reference forward runs (the mask would have to be carried through the node), and
+under autocast too (its casts apply to each operation of the reference; the
+in-place sums here would mix bfloat16 and float32).
 
 Equal: every output element is the same dot products as the reference, only
 the two sums y = W x + s B (A x) and dx = W^T dy + A^T dh are accumulated by
@@ -58,6 +60,8 @@ class FastLoRALinear(LoRALinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged or (self.training and not isinstance(self.lora_dropout, nn.Identity)):
+            return LoRALinear.forward(self, x)
+        if torch.is_autocast_enabled(x.device.type):
             return LoRALinear.forward(self, x)
         if self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad):
             return LoRALinear.forward(self, x)  # a trainable base needs its own gradient: the reference has it
