@@ -69,9 +69,11 @@ def test_available_memory_takes_the_cgroup_limit(tmp_path, monkeypatch):
     (tmp_path / "max").write_text("1000000\n")
     (tmp_path / "current").write_text("400000\n")
     monkeypatch.setattr(memory_guard, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),))
-    assert memory_guard.available_bytes() == 600_000  # far below any machine's MemAvailable
+    # MemAvailable is pinned: the machine's own figure changes between two reads
+    monkeypatch.setattr(memory_guard, "_meminfo_available", lambda: 5_000_000)
+    assert memory_guard.available_bytes() == 600_000  # the cgroup leaves less than MemAvailable
     (tmp_path / "max").write_text("max\n")
-    assert memory_guard.available_bytes() == memory_guard._meminfo_available()
+    assert memory_guard.available_bytes() == 5_000_000  # no cgroup limit: MemAvailable decides
 
 
 def test_generate_refuses_a_model_larger_than_memory_and_force_overrides(monkeypatch, capsys):

@@ -24,7 +24,7 @@ def test_config_name_decodes_greedily_from_a_seeded_model(capsys):
     expected = archzoo.generate(model, torch.tensor([[1, 2, 3]]), 6)
     assert report["prompt_ids"] == [1, 2, 3]
     assert report["new_ids"] == expected[0].tolist()
-    assert report["decode_steps"] == 5 and report["decode_ms_per_token"] > 0
+    assert report["decode_steps"] == 5 and report["decode_ms_per_token"] >= 0  # a coarse clock may read 0
 
 
 def test_text_prompt_is_utf8_bytes(capsys):
