@@ -90,25 +90,28 @@ def prompt_ids(args: argparse.Namespace, model: torch.nn.Module, tokenizer) -> l
 def timed_generate(
     model, ids: torch.Tensor, max_new_tokens: int, stop=None, stream=None, **kwargs
 ) -> tuple[torch.Tensor, float, float]:
-    """(new ids, prefill seconds, seconds for all the decode steps after it).
+    """(new ids, prefill seconds, seconds for all the decode steps after it), each the fastest of 3 runs.
 
+    Both times come from the same run, split where the first new token is chosen, so the decode
+    time is never a difference of two runs (which a busy machine can make meaningless, even negative).
     stop: ``on_token`` of every run (True ends it); stream: ``on_token`` of the last run, whose
     tokens are returned (it prints the text as it decodes, and stops where ``stop`` would)."""
     generate(model, ids, min(2, max_new_tokens), on_token=stop, **kwargs)  # warm-up: first-call allocations
+    prefill = decode = float("inf")
+    for run in range(3):
+        callback = stream if run == 2 and stream is not None else stop
+        chosen = []
 
-    def fastest(n_tokens: int, last=None) -> tuple[torch.Tensor, float]:
-        # the fastest of 3 runs: on a busy machine one slow run would otherwise make the
-        # difference below (decode = all - prefill) meaningless, even negative
-        times = []
-        for run in range(3):
-            start = time.perf_counter()
-            out = generate(model, ids, n_tokens, on_token=last if run == 2 and last else stop, **kwargs)
-            times.append(time.perf_counter() - start)
-        return out, min(times)
+        def on_token(token: torch.Tensor, callback=callback, chosen=chosen) -> bool:
+            chosen.append(time.perf_counter())
+            return bool(callback(token)) if callback is not None else False
 
-    _, prefill = fastest(1)
-    new, total = fastest(max_new_tokens, stream)
-    return new, prefill, max(total - prefill, 0.0)
+        start = time.perf_counter()
+        new = generate(model, ids, max_new_tokens, on_token=on_token, **kwargs)
+        end = time.perf_counter()
+        prefill = min(prefill, chosen[0] - start)
+        decode = min(decode, end - chosen[0])
+    return new, prefill, decode
 
 
 def run(args: argparse.Namespace) -> int:
