@@ -14,6 +14,7 @@ import archzoo
 from archzoo.config import config_paths
 from archzoo.config.sections import PositionKind
 from archzoo.generate import DECODE_SCHEMES, filter_logits, generate
+from archzoo.glm.decode import GLMPrefixPositions
 
 TINY = sorted(name for name in config_paths() if name.endswith("-tiny"))
 
@@ -146,3 +147,15 @@ def test_a_model_that_generated_can_still_be_trained(name):
     model(ids).logsumexp(-1).mean().backward()  # raised "Inference tensors cannot be saved for backward"
     model(ids[:, :1]).logsumexp(-1).mean().backward()  # one token: ALiBi's cached ramp
     assert model.lm_head.weight.grad is not None
+
+
+@pytest.mark.parametrize("missing", [{"sop_id": None}, {"gmask_id": None, "mask_id": None}])
+def test_glm2d_prompt_without_its_special_ids_is_refused_by_name(missing):
+    """A glm2d prompt ends in [gMASK] <sop>: without those ids the prompt cannot be completed
+    (it used to append None and fail deep inside torch.tensor)."""
+    cfg = archzoo.load_config("glm-tiny")
+    cfg = cfg.replace(tokens=dataclasses.replace(cfg.tokens, **missing))
+    with pytest.raises(archzoo.InputError, match="sop_id and gmask_id"):
+        GLMPrefixPositions.complete_prompt([1, 2, 3], cfg)
+    with pytest.raises(archzoo.InputError, match="sop_id and gmask_id"):
+        archzoo.generate(archzoo.build_model(cfg), torch.tensor([[1, 2, 3]]), 2)

@@ -9,7 +9,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .prefix_lm import next_prefix_lm_positions, prefix_lm_inputs
+
+
+def require_prompt_tokens(cfg) -> None:
+    """InputError unless the config names the ids a glm2d prompt ends in ([gMASK] or [MASK], then <sop>)."""
+    t = cfg.tokens
+    if t.sop_id is None or (t.gmask_id is None and t.mask_id is None):
+        raise InputError(
+            f"{cfg.name}: [tokens] sop_id and gmask_id (or mask_id) must be set "
+            "to decode with glm2d positions (the prompt ends in [gMASK] <sop>; in config.json: "
+            "bos_token_id and gmask_token_id)"
+        )
 
 
 class GLMPrefixPositions:
@@ -21,17 +33,13 @@ class GLMPrefixPositions:
     """
 
     def __init__(self, model: nn.Module):
-        tokens = model.config.tokens
-        if tokens.sop_id is None or (tokens.gmask_id is None and tokens.mask_id is None):
-            raise ValueError(
-                f"{model.config.name}: [tokens] sop_id and gmask_id (or mask_id) must be set "
-                "to decode with glm2d positions (the prompt ends in [gMASK] <sop>)"
-            )
-        self.tokens = tokens
+        require_prompt_tokens(model.config)
+        self.tokens = model.config.tokens
 
     @staticmethod
     def complete_prompt(ids: list[int], cfg) -> list[int]:
         """Append ``[gMASK] <sop>`` unless present, as ChatGLM-6B's tokenizer does."""
+        require_prompt_tokens(cfg)
         t = cfg.tokens
         if t.sop_id in ids:
             return ids
