@@ -13,11 +13,10 @@ Tolerance: see ``remote_code_reference.py`` (1e-5, float32, sums of at most a fe
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+import remote_code_reference as _ref  # a sibling module: pytest puts tests/parity (no __init__.py) on sys.path
 import torch
 import torch.nn.functional as F
 import transformers
@@ -25,15 +24,6 @@ import transformers
 import archzoo
 from archzoo.blocks.norm_head import NormHead
 
-
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("remote_code_reference", Path(__file__).with_name("remote_code_reference.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ref = _load_reference()
 VOCAB = _ref.VOCAB
 assert_close, batch, write_folder, hf_state = _ref.assert_close, _ref.batch, _ref.write_folder, _ref.hf_state
 hf_logits, our_logits, perturb, saved_tensors = _ref.hf_logits, _ref.our_logits, _ref.perturb, _ref.saved_tensors

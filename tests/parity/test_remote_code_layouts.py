@@ -22,24 +22,13 @@ unnormalised row) moves logits by 1e-2 or more.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import remote_code_reference as _ref  # a sibling module: pytest puts tests/parity (no __init__.py) on sys.path
 import torch
 import transformers
 
 import archzoo
 
-
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("remote_code_reference", Path(__file__).with_name("remote_code_reference.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ref = _load_reference()
 VOCAB = _ref.VOCAB
 assert_close, batch, write_folder, hf_state = _ref.assert_close, _ref.batch, _ref.write_folder, _ref.hf_state
 hf_logits, our_logits, perturb, saved_tensors = _ref.hf_logits, _ref.our_logits, _ref.perturb, _ref.saved_tensors
