@@ -79,6 +79,10 @@ def test_compare_configs_side_by_side(capsys):
     columns = json.loads(out)
     assert [c["name"] for c in columns] == ["llama-tiny", "qwen3-tiny"]
     assert columns[0]["total"] == 500_352
+    code, out, _ = run(capsys, "compare", "qwen2-tiny", "deepseek-tiny", "--json", "--seq-len", "16")
+    qwen, deepseek = json.loads(out)
+    # the kv-heads row: GQA caches its own heads (qwen2-tiny.toml: n_kv_heads = 2); MLA caches one latent
+    assert (qwen["kv_heads"], deepseek["kv_heads"]) == (2, None)
 
 
 def test_compare_attention_blocks(capsys):

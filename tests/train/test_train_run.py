@@ -100,6 +100,28 @@ def test_everything_checkable_is_checked_before_the_first_step(tmp_path, text, c
     assert "steps" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--steps", "0"], "--steps: must be >= 1"),
+        (["--seq-len", "-3"], "--seq-len: must be >= 1"),
+        (["--eval-every", "-1"], "--eval-every: must be >= 0"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints: must be >= 1"),
+        (["--lr", "0"], "--lr: must be > 0"),
+        (["--lr", "nan"], "--lr: must be a finite number"),
+        (["--val-fraction", "1"], "--val-fraction: must be < 1"),
+        (["--min-lr-ratio", "2"], "--min-lr-ratio: must be <= 1"),
+        (["--grad-clip", "-1"], "--grad-clip: must be a finite number >= 0"),
+        (["--seq-len", "100000"], "--seq-len"),  # past the config's max_seq_len, found after the data is read
+    ],
+)
+def test_a_bad_training_flag_is_named_with_its_dashes(tmp_path, text, capsys, argv, flag):
+    out = tmp_path / "run"
+    assert main(["train", "llama-tiny", "--text", str(text), "--out", str(out), "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and "\n" not in err and not out.exists(), err
+
+
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(CheckpointError, match="run.json"):
         resume(tmp_path)

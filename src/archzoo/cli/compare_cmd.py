@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+import torch
+
 from ..inspect import count_params, dtype_bytes, estimate_memory
 from ..inspect.blocks import BLOCK_KINDS, BlockSize, build_block, measure_block
 from ..memory_guard import require_memory
@@ -74,7 +76,7 @@ def config_column(name: str, seq_len: int, batch: int, dtype: str) -> dict:
         "layers": cfg.model.n_layers,
         "d_model": cfg.model.d_model,
         "heads": cfg.n_heads,
-        "kv_heads": cfg.n_kv_heads if cfg.attention.kind == "mha" else None,
+        "kv_heads": cfg.attention.cached_heads(cfg.n_kv_heads),
         "head_dim": cfg.qk_head_dim,
         "mlp_hidden": cfg.mlp_hidden,
         "experts": f"{cfg.moe.top_k}/{cfg.moe.n_experts} x {cfg.moe.expert_hidden}" if cfg.moe else None,
@@ -178,8 +180,6 @@ def block_size(args: argparse.Namespace, kind: str) -> BlockSize:
 def require_block_memory(kind: str, variants: list[str], size: BlockSize, *, force: bool) -> None:
     """The largest variant's float32 weights (built on meta, so nothing is allocated) plus its working set:
     about 8 [batch, seq, max(d_model, hidden)] activations and, for attention, the [batch, heads, seq, seq] scores."""
-    import torch
-
     if force:
         return
     with torch.device("meta"):

@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..generate import generate
+from ..inspect import estimate_memory
 from ..memory_guard import require_training_memory
 from ..train import PRECISIONS, TrainSettings, resume, train
+from ..train.adapter_methods import PrefixTraining, estimate_kwargs, parse_lora
 
 DEFAULTS = TrainSettings()
 DEFAULT_OUT = "runs/{name}"
@@ -47,6 +50,11 @@ FLAGS = {  # TrainSettings field -> (type, help); every default is TrainSettings
 }
 
 
+def flag(field: str) -> str:
+    """The command-line spelling of a TrainSettings field: ``seq_len`` -> ``--seq-len``."""
+    return f"--{field.replace('_', '-')}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model", nargs="?", metavar="NAME_OR_FOLDER", help="config name / .toml path, or a checkpoint folder to fine-tune")
@@ -58,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out / --save folder (default: refuse)")
     parser.add_argument("--save", type=Path, help="also write the trained model there at the end (checked before the first step)")
     for name, (kind, text) in FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{text} (default: {getattr(DEFAULTS, name)})")
+        parser.add_argument(flag(name), type=kind, default=None, help=f"{text} (default: {getattr(DEFAULTS, name)})")
     parser.add_argument("--precision", choices=PRECISIONS, default=None, help=f"fp32; bf16 = autocast, fp32 weights and AdamW state; bf16-pure = all bf16 (default: {DEFAULTS.precision})")
     parser.add_argument("--checkpointing", action="store_true", default=None, help="activation checkpointing per decoder layer: less memory, ~1/3 more compute (default: off)")
     method = parser.add_mutually_exclusive_group()
@@ -77,13 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
     given = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if getattr(args, f.name, None) is not None}
-    return TrainSettings(**given).check()
+    return TrainSettings(**given).check(label=flag)
 
 
 def method_from(args: argparse.Namespace):
     """--lora / --prefix -> the training method (None: full training)."""
-    from ..train.adapter_methods import PrefixTraining, parse_lora
-
     if args.prefix_projection is not None and args.prefix is None:
         raise InputError("--prefix-projection: needs --prefix LENGTH")
     if args.lora is not None:
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--sample-tokens: must be >= 0, got {args.sample_tokens}")
     if args.resume is not None:
         settable = [*FLAGS, "precision", "checkpointing", "text", "ids", "out", "save", "model", "prefix", "prefix_projection"]
-        extra = [f"--{k.replace('_', '-')}" for k in settable if getattr(args, k, None)]
+        extra = [flag(k) for k in settable if getattr(args, k, None)]
         extra += ["--lora"] if args.lora is not None else []
         if extra:
             raise InputError(f"--resume takes every setting from {args.resume}/run.json; drop {', '.join(extra)}")
@@ -164,8 +170,6 @@ def report(result, sample_tokens: int) -> None:
 
 def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> str:
     """A continuation of the start of the held-out text, to show what the model learned."""
-    from ..generate import generate
-
     tokenizer = result.tokenizer
     source = result.data.val if result.data.val.numel() else result.data.train
     text = tokenizer.decode(source[:400].tolist())
@@ -180,12 +184,8 @@ def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 4
 
 def memory_line(result, measured: float) -> str:
     """Measured peak tensor memory of a step beside ``estimate_memory``'s figure for the same step."""
-    from ..inspect import estimate_memory
-
     s = result.settings
     line = f"peak memory of a step: {measured / 2**20:,.1f} MiB of tensors measured"
-    from ..train.adapter_methods import estimate_kwargs
-
     adapters = estimate_kwargs(getattr(result, "method_spec", {}))
     if adapters is None:
         return line

@@ -132,6 +132,12 @@ class AttentionSection:
             return self.qk_rope_head_dim
         return int(head_dim * rotary_fraction)
 
+    def cached_heads(self, n_kv_heads: int) -> int | None:
+        """Heads whose keys and values the cache holds: n_kv_heads; None for MLA's shared latent."""
+        if self.kind == "mla":
+            return None
+        return n_kv_heads
+
     def describe(self, n_kv_heads: int) -> str:
         """A few words for ``archzoo list``: ``mha 32h``, ``gqa 32/8``, ``mqa 8h``, ``mla(r=512+64)``."""
         if self.kind == "mla":

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.hf import _choose_family, save_pretrained
 from .adapter_methods import LoRATraining, PrefixTraining
 
 
@@ -52,14 +53,10 @@ class FullTraining:
 
     def check_save(self, model: nn.Module, folder: Path) -> None:
         """``UnsupportedConfig`` if no Hugging Face architecture can express the config."""
-        from ..models.hf import _choose_family
-
         _choose_family(model.config, getattr(model, "hf_architecture", None))
 
     def save(self, model: nn.Module, folder: Path) -> None:
         """Replaces ``folder`` whole and atomically: ``train`` checked --overwrite before the first step."""
-        from ..models.hf import save_pretrained
-
         save_pretrained(model, folder, overwrite=True)
 
 

@@ -143,7 +143,7 @@ def train(
     tokenizer_folder = source_spec.get("checkpoint")
     tokenizer, split, data_spec = load_data(data_spec, model.config.model.vocab_size, tokenizer_folder, settings)
     if settings.seq_len > model.config.model.max_seq_len:
-        raise InputError(f"seq_len: {settings.seq_len} exceeds the config's max_seq_len {model.config.model.max_seq_len}")
+        raise InputError(f"seq_len (--seq-len): {settings.seq_len} exceeds the config's max_seq_len {model.config.model.max_seq_len}")
     method.prepare(model)
     if save is not None:
         method.check_save(model, Path(save))

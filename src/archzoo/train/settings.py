@@ -9,6 +9,7 @@ field and the rule; the CLI's flags are these fields.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
@@ -43,29 +44,32 @@ class TrainSettings:
     precision: str = "fp32"  # one of PRECISIONS
     checkpointing: bool = False  # activation checkpointing per decoder layer (recompute in backward)
 
-    def check(self) -> TrainSettings:
-        """Raise ``InputError`` naming the first field out of its range; return self."""
+    def check(self, label: Callable[[str], str] = str) -> TrainSettings:
+        """Raise ``InputError`` naming the first field out of its range; return self.
+
+        ``label(field)`` is how the message names a field: the field itself for the Python API and
+        run.json, its flag for the command line (``archzoo train`` passes ``seq_len -> --seq-len``)."""
         positive = ("steps", "batch", "seq_len", "accumulate", "eval_batches", "keep_checkpoints")
         non_negative = ("warmup", "eval_every", "save_every", "seed")
         for name in positive + non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(f"{name}: must be an integer, got {value!r}")
+                raise InputError(f"{label(name)}: must be an integer, got {value!r}")
             if value < (1 if name in positive else 0):
-                raise InputError(f"{name}: must be {'>= 1' if name in positive else '>= 0'}, got {value}")
+                raise InputError(f"{label(name)}: must be {'>= 1' if name in positive else '>= 0'}, got {value}")
         for name in ("lr", "weight_decay", "eps", "grad_clip", "min_lr_ratio", "val_fraction", "beta1", "beta2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InputError(f"{name}: must be a finite number >= 0, got {value!r}")
+                raise InputError(f"{label(name)}: must be a finite number >= 0, got {value!r}")
         if self.lr <= 0:
-            raise InputError(f"lr: must be > 0, got {self.lr}")
+            raise InputError(f"{label('lr')}: must be > 0, got {self.lr}")
         for name in ("beta1", "beta2", "val_fraction"):
             if getattr(self, name) >= 1:
-                raise InputError(f"{name}: must be < 1, got {getattr(self, name)}")
+                raise InputError(f"{label(name)}: must be < 1, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:
-            raise InputError(f"min_lr_ratio: must be <= 1, got {self.min_lr_ratio}")
+            raise InputError(f"{label('min_lr_ratio')}: must be <= 1, got {self.min_lr_ratio}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise InputError(f"{label('precision')}: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         return self
 
     @property
