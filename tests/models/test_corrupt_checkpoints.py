@@ -1,7 +1,15 @@
 """Corrupted or contradictory checkpoint folders fail with an archzoo error naming the folder or file.
 
 Built from tiny models saved by save_pretrained (llama-tiny: untied head; bloom-tiny: tied, fused QKV;
-deepseek-tiny: MLA + MoE + an MTP layer count). Each case changes one thing; none may load.
+deepseek-tiny: MLA + MoE + an MTP layer count; glm-tiny: ChatGLM-6B's layout; baichuan-tiny: W_pack and
+the norm_head flag). Each case changes one thing; none may load.
+
+Two kinds of change are not errors, and are tested for what they are instead:
+* a field left out of config.json takes the default transformers' config class gives it (a folder means
+  here what it means there): DeepSeek's routed_scaling_factor, GLM-4's partial_rotary_factor;
+* a head count the weights cannot tell: BLOOM's and ChatGLM-6B's per-head fused QKV is [3 d, d] for
+  every head count that divides d, and no other tensor's shape depends on it, so a doubled n_head loads
+  (transformers splits by the same field); where head_dim or the kv heads are in the shapes it is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from archzoo.errors import ArchzooError
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
     folders = {}
-    for name in ("llama-tiny", "bloom-tiny", "deepseek-tiny"):
+    for name in ("llama-tiny", "bloom-tiny", "deepseek-tiny", "deepseek-v2-tiny", "glm-tiny", "chatglm2-tiny", "baichuan-tiny"):
         torch.manual_seed(0)
         folders[name] = archzoo.save_pretrained(archzoo.build_model(archzoo.load_config(name)), root / name)
     return folders
@@ -103,6 +111,10 @@ def _untied_head(folder, equal=False):
     _put_state(folder, state)
 
 
+def _without(config, key):
+    return {k: v for k, v in config.items() if k != key}
+
+
 def _layers(folder, delta):
     key = "n_layer" if "n_layer" in json.loads((folder / "config.json").read_text()) else "num_hidden_layers"
     _config(folder, lambda c: {**c, key: c[key] + delta})
@@ -140,6 +152,11 @@ CASES = {  # name -> (families, corrupt(folder), a regex the message must match 
     "missing shard": (("llama-tiny",), lambda f: _shard(f, drop_second=True), "model-00002-of-00002.safetensors"),
     "index not JSON": (("llama-tiny",), lambda f: (_shard(f), (f / "model.safetensors.index.json").write_text("{")), r"index\.json"),
     "untied head against the tie flag": (("llama-tiny",), _untied_head, "tie_word_embeddings"),
+    "tie flag on a separate head": (("glm-tiny",), lambda f: _config(f, lambda c: {**c, "tie_word_embeddings": True}), "tie_word_embeddings"),
+    "norm_head not a bool": (("baichuan-tiny",), lambda f: _config(f, lambda c: {**c, "norm_head": "false"}), "norm_head"),
+    "norm_head a number": (("baichuan-tiny",), lambda f: _config(f, lambda c: {**c, "norm_head": 1}), "norm_head"),
+    "doubled heads, head_dim given": (("chatglm2-tiny",), lambda f: _config(f, lambda c: {**c, "num_attention_heads": 2 * c["num_attention_heads"]}), "q_proj"),
+    "doubled heads, kv heads kept": (("chatglm2-tiny",), lambda f: _config(f, lambda c: {**_without(c, "head_dim"), "num_attention_heads": 2 * c["num_attention_heads"]}), "k_proj"),
 }
 PARAMS = [pytest.param(fam, case, id=f"{case}-{fam}") for case, (fams, _, _) in CASES.items() for fam in fams]
 
@@ -201,3 +218,49 @@ def test_a_real_mtp_layer_is_still_dropped(saved, tmp_path):
     _put_state(folder, {**state, **mtp})
     loaded = archzoo.load_pretrained(folder).state_dict()
     assert all(torch.equal(reference[k], loaded[k]) for k in reference)
+
+
+def _copy(saved, name, tmp_path):
+    import shutil
+
+    return shutil.copytree(saved[name], tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "config_class"),
+    [("deepseek-tiny", "routed_scaling_factor", "DeepseekV3Config"), ("deepseek-v2-tiny", "routed_scaling_factor", "DeepseekV2Config")],
+)
+def test_an_absent_routed_scaling_factor_is_transformers_default(saved, tmp_path, name, field, config_class):
+    import transformers
+
+    folder = _copy(saved, name, tmp_path)
+    _config(folder, lambda c: _without(c, field))
+    default = getattr(getattr(transformers, config_class)(), field)  # 2.5 for V3 (the released value), 1.0 for V2
+    assert archzoo.load_pretrained(folder).config.moe.routed_scaling_factor == default
+
+
+def test_an_absent_partial_rotary_factor_is_glm_configs_half(saved, tmp_path):
+    import transformers
+
+    folder = _copy(saved, "chatglm2-tiny", tmp_path)
+    reference = archzoo.load_pretrained(folder)
+    _config(folder, lambda c: _without(c, "rope_parameters"))
+    hf = transformers.GlmConfig(**json.loads((folder / "config.json").read_text()))
+    model = archzoo.load_pretrained(folder)
+    assert model.config.position.rotary_fraction == hf.rope_parameters["partial_rotary_factor"] == 0.5
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    assert torch.equal(model(ids), reference(ids))  # the saved folder said 0.5 outright: the same model
+
+
+@pytest.mark.parametrize(("name", "field"), [("bloom-tiny", "n_head"), ("glm-tiny", "num_attention_heads")])
+def test_a_head_count_the_weights_cannot_tell_loads_as_config_json_says(saved, tmp_path, name, field):
+    """Not detectable, and why: with n_head doubled every tensor keeps its shape (per-head fused QKV is
+    [3 d, d] for any head count dividing d), so the file cannot contradict config.json; the model follows
+    the field, as transformers' split does."""
+    folder = _copy(saved, name, tmp_path)
+    reference = archzoo.load_pretrained(folder)
+    _config(folder, lambda c: {**c, field: 2 * c[field]})
+    model = archzoo.load_pretrained(folder)
+    assert model.config.n_heads == 2 * reference.config.n_heads
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in reference.state_dict().items()}

@@ -66,7 +66,9 @@ def v1_from_hf(hf: dict, name: str) -> dict:
             "d_model": d_model,
             "n_layers": hf["num_layers"],
             "max_seq_len": hf.get("max_sequence_length", 2048),
-            "tie_embeddings": False,
+            # the released head is a matrix of its own (docs/glm.md §2.2); a folder that says tie_word_embeddings
+            # true meets the loader's rule: its lm_head.weight must equal the embedding, or loading stops
+            "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
         },
         "norm": {
             "kind": "layernorm",
@@ -152,6 +154,7 @@ def v1_to_hf(cfg: Config) -> dict:
         "max_sequence_length": cfg.model.max_seq_len,
         "layernorm_epsilon": n.eps,
         "position_encoding_2d": True,
+        "tie_word_embeddings": False,  # said outright: the remote code's PretrainedConfig would default to true
         **tokens_to_hf(cfg),
     }
     out.update(mask_token_id=t.mask_id, gmask_token_id=t.gmask_id)

@@ -35,7 +35,7 @@ NON_NEGATIVE_FLOATS = ("aux_loss_alpha", "router_aux_loss_coef")
 BOOLS = (
     "tie_word_embeddings", "attention_bias", "qkv_bias", "add_qkv_bias", "add_bias_linear", "mlp_bias",
     "apply_residual_connection_post_layernorm", "norm_topk_prob", "rope_interleave", "multi_query_attention",
-    "post_layer_norm", "rmsnorm", "original_rope", "use_sliding_window",
+    "post_layer_norm", "rmsnorm", "original_rope", "use_sliding_window", "norm_head",
 )
 ALIASES = (
     ("hidden_size", "n_embed"),

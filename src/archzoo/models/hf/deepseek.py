@@ -33,6 +33,10 @@ from .rules import Drop, Rename, StackExperts, StackFusedExperts
 
 V2 = "DeepseekV2ForCausalLM"
 V3 = "DeepseekV3ForCausalLM"
+ROUTED_SCALING_DEFAULT = {V2: 1.0, V3: 2.5}
+"""``routed_scaling_factor`` of a config.json that leaves it out: transformers' DeepseekV2Config /
+DeepseekV3Config defaults, so a folder means here what it means there (V3's 2.5 is also the
+released DeepSeek-V3 value; V2's release says 16.0 and V2-Lite's 1.0 outright)."""
 
 
 def n_experts(cfg: Config) -> int:
@@ -113,7 +117,7 @@ def _common_from_hf(hf: dict, name: str, architecture: str, layout: str) -> dict
             "top_k": hf["num_experts_per_tok"],
             "expert_hidden": hf["moe_intermediate_size"],
             "n_shared_experts": n_shared,
-            "routed_scaling_factor": float(hf.get("routed_scaling_factor", 1.0)),
+            "routed_scaling_factor": float(hf.get("routed_scaling_factor", ROUTED_SCALING_DEFAULT[architecture])),
             "first_dense_layers": hf.get("first_k_dense_replace") or 0,
         },
         "tokens": tokens_from_hf(hf),

@@ -26,6 +26,7 @@ from .llama import decoder_rules, llama_like_config
 from .rules import SplitFused
 
 ARCHITECTURE = "GlmForCausalLM"
+PARTIAL_ROTARY_DEFAULT = 0.5  # transformers' GlmConfig, when config.json gives no partial_rotary_factor
 
 
 def split_gated(fused: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +55,8 @@ def fused_gated_rule(hf_pattern: str, ours_prefix: str) -> SplitFused:
 def config_from_hf(hf: dict, name: str) -> dict:
     cfg = llama_like_config(hf, name, "glm", ARCHITECTURE)
     cfg["position"] = rope_from_hf(hf, layout="interleaved")
+    if "partial_rotary_factor" not in (hf.get("rope_parameters") or {}) and "partial_rotary_factor" not in hf:
+        cfg["position"]["rotary_fraction"] = PARTIAL_ROTARY_DEFAULT  # rope_from_hf's default is the whole head
     if hf.get("attention_bias", True):
         cfg["attention"]["qkv_bias"] = True
     cfg["mlp"]["gated_half_order"] = "gate_first"
