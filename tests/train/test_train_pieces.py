@@ -104,3 +104,16 @@ def test_settings_name_the_field_out_of_range():
                        (dict(val_fraction=1.0), "val_fraction"), (dict(batch=2.5), "batch")):
         with pytest.raises(InputError, match=field):
             TrainSettings(**bad).check()
+
+
+def test_loss_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    # it once called matplotlib.use("Agg"): a notebook that trained showed none of its later figures
+    import matplotlib
+
+    from archzoo.train.plot import plot_losses
+
+    matplotlib.use("svg")
+    records = [{"tokens": 10 * i, "loss": 3.0 - 0.1 * i} for i in range(1, 5)] + [{"tokens": 50, "loss": 2.5, "val_loss": 2.6}]
+    path = plot_losses(records, tmp_path / "loss.png", "t")
+    assert matplotlib.get_backend() == "svg"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

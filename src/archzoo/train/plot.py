@@ -6,17 +6,18 @@ from pathlib import Path
 
 
 def plot_losses(records: list[dict], path: Path, title: str) -> Path | None:
-    """Draw the losses of ``records`` (``log.jsonl`` lines) into ``path``; None without matplotlib."""
-    try:
-        import matplotlib
+    """Draw the losses of ``records`` (``log.jsonl`` lines) into ``path``; None without matplotlib.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    A bare ``Figure`` (no pyplot): the caller's matplotlib backend stays as it was, so a notebook that
+    trains keeps showing its own figures inline."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     train = [(r["tokens"], r["loss"]) for r in records]
     val = [(r["tokens"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="training loss (per step)", color="tab:blue", linewidth=1, alpha=0.8)
     if val:
@@ -29,6 +30,5 @@ def plot_losses(records: list[dict], path: Path, title: str) -> Path | None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     tmp.replace(path)
     return path
