@@ -2,7 +2,7 @@
 
     python benchmarks/bench_fast_forms.py [--repeats 5] [--threads 1]
 
-For each speed form of ``archzoo/fast/`` (``FAST_FORMS`` and the output head),
+For each speed form of ``archzoo/fast/`` (``FAST_FORMS``),
 the cases of ``bench_decode.py``, ``bench_prefill.py`` and ``bench_moe.py``
 where it can matter are timed twice, in the same interleaved rounds: every
 block on its fast form, and the same model with only that block put back on
@@ -30,7 +30,6 @@ from archzoo.blocks.norm import RMSNorm
 from archzoo.blocks.rope import RotaryEmbedding
 from archzoo.blocks.router import Router
 from archzoo.fast import reference_class, use_implementation
-from archzoo.fast.head import FastHead
 
 
 def without(model: torch.nn.Module, form: type) -> torch.nn.Module:
@@ -38,7 +37,7 @@ def without(model: torch.nn.Module, form: type) -> torch.nn.Module:
     twin = copy.deepcopy(model)
     for module in twin.modules():
         reference = reference_class(module)
-        if reference is form or (form is FastHead and isinstance(module, FastHead)):
+        if reference is form:
             module.__class__ = reference
     return twin
 
@@ -114,7 +113,8 @@ def cases():
     yield RotaryEmbedding, "small-llama prefill 4x256", small, lambda m: prefill(m, 4, 256)
     yield MultiHeadLatentAttention, "deepseek-v2-tiny decode", v2, decode
     yield MultiHeadLatentAttention, "deepseek-v2-tiny prefill 1x256", v2, lambda m: prefill(m, 1, 256)
-    yield FastHead, "small-llama decode", small, decode
+    yield torch.nn.Linear, "small-llama decode", small, decode
+    yield torch.nn.Linear, "llama-tiny decode", llama, decode
     yield StackedExperts, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)
     yield StackedExperts, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
     yield StackedExperts, "MoE layer fwd+bwd 1024", layer, lambda m: moe_forward_backward(m, 1024)
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}, interleaved")
     print(f"{'form':26s} {'case':32s} {'fast':>10s} {'without it':>11s} {'gain':>7s}")
     for form, label, model, timing in cases():
-        name = "output head" if form is FastHead else form.__name__
+        name = form.__name__
         if args.only and name.replace(" ", "_") not in args.only:
             continue
         times = interleaved({"with": timing(model), "without": timing(without(model, form))}, args.repeats)

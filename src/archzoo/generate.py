@@ -191,7 +191,7 @@ def _decode(model, input_ids, max_new_tokens, attention_mask, temperature, top_k
     keep = attention_mask.bool() if attention_mask is not None and not bool(attention_mask.bool().all()) else None
     max_len = seq + max_new_tokens
     cache = model.new_cache(max_len)
-    with decoding_layout(model):  # a faster head layout while decoding (fast/head.py); no-op otherwise
+    with decoding_layout(model):  # column-major weight copies while decoding (fast/linear.py); no-op otherwise
         positions, mask = scheme.prefill(input_ids, keep, max_len)
         reads_positions = kind in POSITION_READERS  # ALiBi and `none` take distances from cache slots
         logits = model(input_ids, mask, positions if reads_positions else None, cache, logits_to_keep=1)

@@ -19,7 +19,7 @@ from archzoo.blocks.router import Router
 from archzoo.config import RopeScalingSection
 from archzoo.fast import FAST_FORMS, use_implementation
 from archzoo.fast.experts import grouped_mm_supported
-from archzoo.fast.head import FastHead, decoding_layout
+from archzoo.fast.linear import DECODING_ROWS, FastLinear, decoding_layout
 from archzoo.fast.mla import per_head_matmul
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -143,20 +143,67 @@ def test_per_head_matmul_equals_broadcast_matmul(batch, seq):
     torch.testing.assert_close(per_head_matmul(x, weight), x @ weight, rtol=0, atol=1e-5)
 
 
-def test_decoding_head_copy_is_column_major_and_only_inside_the_block():
-    """The head's parameter stays an ordinary row-major tensor; the copy exists only while decoding.
-    Logits: sums of d = 64 terms of size <= ~1 in another order: 64 * eps_32 < 1e-5."""
+def linear_model(out_features: int = 1000, in_features: int = 64) -> torch.nn.Module:
     torch.manual_seed(0)
-    head = torch.nn.Linear(64, 1000, bias=False)
     model = torch.nn.Module()
-    model.lm_head = head
-    use_implementation(model, "fast")
-    assert isinstance(head, FastHead) and head.weight.is_contiguous()
+    model.lm_head = torch.nn.Linear(in_features, out_features, bias=False)
+    return use_implementation(model, "fast")
+
+
+def test_decoding_copy_is_column_major_and_used_only_inside_the_block():
+    """The parameter stays an ordinary row-major tensor; the column-major copy is read only while
+    decoding. Logits: sums of d = 64 terms of size <= ~1 in another order: 64 * eps_32 < 1e-5."""
+    model = linear_model()
+    head = model.lm_head
+    assert isinstance(head, FastLinear) and head.weight.is_contiguous()
     x = torch.randn(1, 1, 64)
     plain = F.linear(x, head.weight)
+    assert torch.equal(head(x), plain) and "column_major" not in head.__dict__  # outside: the parameter
     with decoding_layout(model):
-        copy = head.decoding_weight
-        assert copy.t().is_contiguous() and copy.data_ptr() != head.weight.data_ptr()
         torch.testing.assert_close(head(x), plain, rtol=0, atol=1e-5)
-    assert "decoding_weight" not in head.__dict__
+        copy = head.column_major.weight
+        assert copy.t().is_contiguous() and copy.data_ptr() != head.weight.data_ptr()
+        many = torch.randn(1, DECODING_ROWS + 1, 64)  # a prefill: the parameter, bit for bit
+        assert torch.equal(head(many), F.linear(many, head.weight))
     assert torch.equal(head(x), plain)
+    assert "column_major" not in copy_module(head).__dict__  # deep copies (and pickles) drop it
+
+
+def copy_module(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["optimizer step", "load_state_dict", "write through .data", "new tensor"],
+)
+def test_decoding_copy_follows_every_change_of_the_weight(change):
+    """A copy made before the weight changed is never used after: the product equals the new weight's."""
+    model = linear_model()
+    head = model.lm_head
+    x = torch.randn(1, 1, 64)
+    with decoding_layout(model):
+        head(x)
+    assert "column_major" in head.__dict__
+    if change == "optimizer step":
+        head(torch.randn(3, 64)).sum().backward()
+        optimizer = torch.optim.AdamW(head.parameters(), lr=0.1, fused=True)
+        optimizer.step()
+    elif change == "load_state_dict":
+        model.load_state_dict({"lm_head.weight": torch.randn(1000, 64)})
+    elif change == "write through .data":
+        head.weight.data.mul_(2.0)  # bypasses the version counter: caught by the sampled entries
+    else:
+        head.weight = torch.nn.Parameter(torch.randn(1000, 64))
+    with torch.inference_mode(), decoding_layout(model):
+        torch.testing.assert_close(head(x), F.linear(x, head.weight), rtol=0, atol=1e-5)
+
+
+def test_switching_to_reference_frees_the_copies():
+    model = linear_model()
+    with decoding_layout(model):
+        model.lm_head(torch.randn(1, 64))
+    use_implementation(model, "reference")
+    assert type(model.lm_head) is torch.nn.Linear and "column_major" not in model.lm_head.__dict__

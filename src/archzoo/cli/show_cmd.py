@@ -43,16 +43,14 @@ def run(args: argparse.Namespace) -> int:
 
 def implementation_lines(model: nn.Module) -> list[str]:
     """One line per block kind of ``model``: the class that computes it, and whether it is a fast form."""
-    seen: dict[tuple[type, str], type] = {}
-    for name, module in model.named_modules():
-        reference = reference_class(module)
-        role = f" ({name})" if name == "lm_head" else ""  # the head's fast form is for the head only
-        seen.setdefault((reference, role), type(module))
+    seen: dict[type, type] = {}
+    for module in model.modules():
+        seen.setdefault(reference_class(module), type(module))
     lines = []
-    for (reference, role), used in seen.items():
-        if not reference.__module__.startswith("archzoo.blocks") and used is reference and not role:
+    for reference, used in seen.items():
+        if not reference.__module__.startswith("archzoo.blocks") and used is reference:
             continue  # containers (ModuleList, the model, its layers) and plain torch modules
-        label = f"{reference.__name__}{role}"
+        label = reference.__name__
         if used is reference:
             lines.append(f"  {label:28s} reference  ({reference.__module__})")
         else:
@@ -79,7 +77,8 @@ def layer_plan_lines(plans, all_layers: bool = False) -> list[str]:
 def _print_tree(module: nn.Module, name: str, depth: int, all_layers: bool) -> None:
     pad = "  " * depth
     own = [f"{n} {list(p.shape)}" for n, p in module.named_parameters(recurse=False)]
-    label = f"{name}: {type(module).__name__}" if name else type(module).__name__
+    kind = reference_class(module).__name__  # the block; which form computes it is listed after the tree
+    label = f"{name}: {kind}" if name else kind
     print(f"{pad}{label}" + (f"  [{', '.join(own)}]" if own else ""))
     seen: set[str] = set()
     children = list(module.named_children())

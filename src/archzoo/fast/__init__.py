@@ -22,8 +22,8 @@ with - 1, decode cases timed over ``generate``):
     MLA (absorbed)     deepseek-v2-tiny decode +19.0%, prefill 1x256 +49.0%
     StackedExperts     MoE layer decode 1 token +60.2%, forward + backward 1024 tokens +87.0%
     Router             MoE layer decode 1 token +17.4%
-    output head        small-llama decode step +19.7% (bench_decode's per-step time; a whole
-                       16-token generate, which also pays the copy, -4.3%)
+    Linear             small-llama decode +13.5% (16-token generate, prefill included; per decode
+                       step, fastest of 160: +43%); llama-tiny decode +2.9% (its weights fit in cache)
     LoRALinear         see ``benchmarks/bench_lora.py``
 
 Measured and dropped (under 5%): ALiBi's cached decoding ramp (bloom-tiny
@@ -44,7 +44,7 @@ from ..blocks.rope import RotaryEmbedding
 from ..blocks.router import Router
 from ..errors import InputError
 from .experts import FastStackedExperts
-from .head import FastHead, decoding_layout
+from .linear import FastLinear, decoding_layout, drop_copies
 from .lora import FastLoRALinear
 from .mla import FastMultiHeadLatentAttention
 from .norm import FastRMSNorm
@@ -62,6 +62,7 @@ FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
     LoRALinear: FastLoRALinear,
     MultiHeadLatentAttention: FastMultiHeadLatentAttention,
     QuantLinear: FastQuantLinear,
+    nn.Linear: FastLinear,
 }
 """reference block class -> its fast form (exact class match: a subclass is another block)."""
 
@@ -81,14 +82,14 @@ def reference_class(module: nn.Module) -> type[nn.Module]:
 def use_implementation(model: nn.Module, implementation: str) -> nn.Module:
     """Switch every block of ``model`` to its ``"fast"`` form or back to the ``"reference"`` one, in place."""
     check_implementation(implementation)
-    for name, module in model.named_modules():
+    for module in model.modules():
         reference = reference_class(module)
         if implementation == "reference":
             module.__class__ = reference
         elif reference in FAST_FORMS:
             module.__class__ = FAST_FORMS[reference]
-        elif name == "lm_head" and reference is nn.Linear:
-            module.__class__ = FastHead
+    if implementation == "reference":
+        drop_copies(model)
     model.implementation = implementation
     return model
 
