@@ -172,3 +172,26 @@ def _post_norm_toml() -> str:
     data = archzoo.config.load_config("llama-tiny").to_dict()
     data["norm"] = {**data.get("norm", {}), "placement": "post"}
     return dumps(data)
+
+
+def test_fine_tuning_exports_the_checkpoint_tokenizer_with_the_model(tmp_path, text):
+    """The run's model folder (and --save's) loads with the tokenizer it was trained with."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False))
+    torch.manual_seed(0)
+    base = archzoo.save_pretrained(archzoo.build_model("llama-tiny"), tmp_path / "base")
+    tok.save(str(base / "tokenizer.json"))
+    (base / "generation_config.json").write_text('{"eos_token_id": 2}')
+    result = train(base, out=tmp_path / "ft", text=text, settings=settings(steps=2), save=tmp_path / "saved", progress=False)
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["tokenizer"] == str(base.resolve())
+    sample = TEXT[:40]
+    for folder in (result.artefact, tmp_path / "saved"):
+        assert (folder / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+        assert (folder / "generation_config.json").read_text() == '{"eos_token_id": 2}'
+        assert archzoo.load_tokenizer(folder).encode(sample) == archzoo.load_tokenizer(base).encode(sample)
+        assert torch.equal(archzoo.load_pretrained(folder).embed.weight, result.model.embed.weight)

@@ -8,6 +8,7 @@ or nothing by ``save_adapter``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -46,7 +47,9 @@ class AdapterTraining:
         """``UnsupportedConfig`` if no Hugging Face architecture can name the adapter's modules."""
         family_of_model(model)
 
-    def save(self, model: nn.Module, folder: Path) -> None:
+    def save(self, model: nn.Module, folder: Path, companions: Sequence[Path] = ()) -> None:
+        """An adapter is read on top of its base checkpoint, whose folder keeps the tokenizer:
+        ``companions`` are not copied."""
         save_adapter(model, folder, overwrite=True)
 
 

@@ -15,7 +15,7 @@ back into the method on ``--resume``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -55,9 +55,10 @@ class FullTraining:
         """``UnsupportedConfig`` if no Hugging Face architecture can express the config."""
         _choose_family(model.config, getattr(model, "hf_architecture", None))
 
-    def save(self, model: nn.Module, folder: Path) -> None:
-        """Replaces ``folder`` whole and atomically: ``train`` checked --overwrite before the first step."""
-        save_pretrained(model, folder, overwrite=True)
+    def save(self, model: nn.Module, folder: Path, companions: Sequence[Path] = ()) -> None:
+        """Replaces ``folder`` whole and atomically: ``train`` checked --overwrite before the first step.
+        ``companions``: the source checkpoint's tokenizer and other files, saved with the weights."""
+        save_pretrained(model, folder, overwrite=True, extra_files=companions)
 
 
 def load_exactly(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

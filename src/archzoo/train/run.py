@@ -5,7 +5,8 @@
       log.jsonl             one record per step (``log.py``)
       loss.png              training and validation loss against tokens seen (``plot.py``)
       checkpoints/step-N/   the newest checkpoints (``checkpoint.py``), every ``save_every`` steps
-      model/                the trained artefact at the end (full training: a Hugging Face folder)
+      model/                the trained artefact at the end (full training: a Hugging Face folder,
+                            with the source checkpoint's tokenizer when fine-tuning one)
 
 ``train(...)`` checks everything it can before the first step (the output
 folder, ``save``'s target and that the artefact can be written at all), so a
@@ -32,6 +33,7 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, InputError
 from ..models.decoder import build_model
 from ..models.hf import UnsupportedConfig, load_pretrained
+from ..models.hf.io import companion_files
 from . import data as data_mod
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from .log import StepLog
@@ -255,12 +257,14 @@ def _save_artefacts(result: RunResult, trainer: Trainer, info: dict) -> None:
 
     model, method = trainer.model, trainer.method
     target = result.out / getattr(method, "artefact", "model")
+    source = info["source"].get("checkpoint")  # fine-tuning: its tokenizer goes with the tuned weights
+    companions = companion_files(Path(source)) if source else []
     try:
         method.check_save(model, target)
     except UnsupportedConfig as err:
         result.notes.append(f"no {target}: {str(err).splitlines()[0]} (the checkpoint in checkpoints/ holds the weights)")
     else:
-        method.save(model, target)  # replaces the folder atomically: a kill here keeps the old one
+        method.save(model, target, companions)  # replaces the folder atomically: a kill here keeps the old one
         result.artefact = target
     if info.get("save"):
-        method.save(model, Path(info["save"]))
+        method.save(model, Path(info["save"]), companions)

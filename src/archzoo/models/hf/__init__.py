@@ -9,6 +9,7 @@ list them; nothing is dropped silently.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -97,13 +98,20 @@ def model_from_state(
 
 
 def save_pretrained(
-    model: CausalLM, folder: str | Path, *, architecture: str | None = None, overwrite: bool = False
+    model: CausalLM,
+    folder: str | Path,
+    *,
+    architecture: str | None = None,
+    overwrite: bool = False,
+    extra_files: Iterable[str | Path] = (),
 ) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads back.
 
     architecture: which Hugging Face class to write; default: the one the model
     was loaded from, else the first that can express its config.
     overwrite: replace a folder that holds something other than this model.
+    extra_files: files copied into the folder, in the same all-or-nothing write
+    (a fine-tuned model takes its source checkpoint's tokenizer along).
 
     The folder is written all-or-nothing (``archzoo.atomic``): killed at any
     instant, it holds the complete old checkpoint or the complete new one.
@@ -121,7 +129,7 @@ def save_pretrained(
         hf_config["quantization_config"] = recipe(model)
         floats = {t.dtype for t in state.values() if t.is_floating_point()}
         hf_config["torch_dtype"] = str(floats.pop()).removeprefix("torch.") if len(floats) == 1 else "float32"
-        write_checkpoint(Path(folder), family, hf_config, state, overwrite=overwrite)
+        write_checkpoint(Path(folder), family, hf_config, state, overwrite=overwrite, extra=extra_files)
         return Path(folder)
     from ...adapters.lora import base_state_dict  # here, not at the top: adapters/ imports models.hf
 
@@ -131,7 +139,7 @@ def save_pretrained(
     hf_state = ours_to_hf(state, family.rules(cfg), cfg)
     dtypes = {t.dtype for t in hf_state.values()}
     hf_config["torch_dtype"] = str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "float32"
-    write_checkpoint(Path(folder), family, hf_config, hf_state, overwrite=overwrite)
+    write_checkpoint(Path(folder), family, hf_config, hf_state, overwrite=overwrite, extra=extra_files)
     return Path(folder)
 
 

@@ -12,6 +12,7 @@ checkpoint at all - is replaced only with ``overwrite=True``, and then whole.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -25,8 +26,16 @@ DTYPE_KEYS = ("torch_dtype", "dtype", "transformers_version")
 
 
 def write_checkpoint(
-    folder: Path, family: HFFamily, hf_config: dict, hf_state: dict[str, torch.Tensor], *, overwrite: bool
+    folder: Path,
+    family: HFFamily,
+    hf_config: dict,
+    hf_state: dict[str, torch.Tensor],
+    *,
+    overwrite: bool,
+    extra: Iterable[str | Path] = (),
 ) -> None:
+    """config.json + weights, with the companions a same-model folder already had and ``extra``
+    (by file name; ``extra`` wins), written as one atomic folder."""
     recover(folder)
     keep: list[Path] = []
     if folder.is_dir() and any(folder.iterdir()):
@@ -40,7 +49,12 @@ def write_checkpoint(
             )
     elif folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: exists and is not a folder; choose another path")
-    write_folder(folder, hf_config, hf_state, overwrite=overwrite, keep=keep)
+    files = {path.name: path for path in keep}
+    for path in map(Path, extra):
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not a file (extra_files of save_pretrained)")
+        files[path.name] = path
+    write_folder(folder, hf_config, hf_state, overwrite=overwrite, keep=list(files.values()))
 
 
 def same_model(folder: Path, family: HFFamily, hf_config: dict) -> bool:
