@@ -117,3 +117,11 @@ def test_loss_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path):
     path = plot_losses(records, tmp_path / "loss.png", "t")
     assert matplotlib.get_backend() == "svg"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_default_corpus_is_public_and_is_what_train_reads_without_text():
+    import archzoo.train
+    from archzoo.train.run import DEFAULT_CORPUS
+
+    assert archzoo.train.DEFAULT_CORPUS == DEFAULT_CORPUS and DEFAULT_CORPUS.is_file()
+    assert DEFAULT_CORPUS.read_text(encoding="utf-8").startswith("First Citizen:")

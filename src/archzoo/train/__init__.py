@@ -16,11 +16,12 @@ from .evaluate import EvalResult, evaluate
 from .loop import Trainer, next_token_loss
 from .methods import METHODS, FullTraining
 from .recompute import set_activation_checkpointing
-from .run import RunResult, resume, train
+from .run import DEFAULT_CORPUS, RunResult, resume, train
 from .schedule import learning_rate
 from .settings import PRECISIONS, TrainSettings
 
 __all__ = [
+    "DEFAULT_CORPUS",
     "METHODS",
     "PRECISIONS",
     "ByteTokenizer",
