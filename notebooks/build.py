@@ -105,6 +105,8 @@ def build(py: Path) -> float:
     start = time.perf_counter()
     nb = execute(from_source(py))
     results(nb)  # a notebook without its RESULTS line is not built
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index:02d}"  # jupytext draws random ids; stable ones keep rebuilds' diffs to real changes
     target = py.with_suffix(".ipynb")
     fd, tmp = tempfile.mkstemp(dir=NOTEBOOKS, prefix=f".{py.stem}.", suffix=".ipynb")
     try:
