@@ -264,3 +264,17 @@ def test_a_head_count_the_weights_cannot_tell_loads_as_config_json_says(saved, t
     assert model.config.n_heads == 2 * reference.config.n_heads
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_every_non_finite_value_is_found_wherever_it_is(dtype, tmp_path):
+    from archzoo.models.hf.io import check_tensor
+
+    finite = torch.tensor([torch.finfo(dtype).max, torch.finfo(dtype).min, 0.0, -1.0, 1.0], dtype=dtype).repeat(3)
+    check_tensor("w", finite, tmp_path)  # the largest finite values are finite
+    for value in (float("nan"), float("inf"), float("-inf")):
+        for at in (0, 7, finite.numel() - 1):
+            bad = finite.clone()
+            bad[at] = value
+            with pytest.raises(ArchzooError, match="1 NaN/inf values of 15"):
+                check_tensor("w", bad.view(3, 5), tmp_path)

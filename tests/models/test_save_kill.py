@@ -2,16 +2,17 @@
 
 A worker process (save_worker.py) holds two ~205 MB models, A and B (llama-tiny with a 200,000-token
 vocabulary, untied head, float32). It saves them alternately over one folder in forked children; the
-test SIGKILLs each child at an instant drawn uniformly from one of N equal slices of the measured save
-time (stratified, so the kills cover the whole save: tensor writes, fsyncs, the exchange, the clean-up).
-After every kill ``load_pretrained`` must return a model whose every tensor equals A's or B's
-(the test builds A and B the same seeded way and checks once, by hash, that they are the worker's).
+test SIGKILLs each child at an instant drawn uniformly from one of KILLS equal slices of the save time,
+the slices in turn (stratified, so the kills cover the whole save: tensor writes, fsyncs, the exchange,
+the clean-up). The save time is re-measured by every save that finishes, so a machine whose load
+changes during the test still has its kills spread over the whole save; kills that come after a save
+has finished do not count, and the test goes on until KILLS kills have fallen inside a save. After every kill
+``load_pretrained`` must return a model whose every tensor equals A's or B's (as the worker saved them,
+once each, into folders of their own that no kill touches).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import random
 import shutil
@@ -28,17 +29,13 @@ import archzoo
 from archzoo.atomic import is_temporary
 
 WORKER = Path(__file__).with_name("save_worker.py")
-_spec = importlib.util.spec_from_file_location("save_worker", WORKER)
-_worker_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_worker_module)
-fingerprint, big_config = _worker_module.fingerprint, _worker_module.big_config
+KILLS = 21  # kills that fall inside a save (the issue asks for at least 20)
+ATTEMPTS = 3 * KILLS  # kills that land after the save finished are retried, up to this many in all
+VOCAB = 200_000  # 2 x 200,000 x 128 float32 = 205 MB of embedding and head
 
 
 def same_model(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
-
-KILLS = 21
-VOCAB = 200_000  # 2 x 200,000 x 128 float32 = 205 MB of embedding and head
 
 
 class Worker:
@@ -48,7 +45,9 @@ class Worker:
             [sys.executable, str(WORKER), str(folder), str(VOCAB)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
-        self.fingerprints = json.loads(self.proc.stdout.readline())
+
+    def ready(self) -> None:
+        assert self.proc.stdout.readline().strip() == "ready"
 
     def start(self, which: str) -> int:
         self.proc.stdin.write(f"save {which}\n")
@@ -58,6 +57,12 @@ class Worker:
     def wait(self) -> tuple[int, float]:
         _, status, seconds = self.proc.stdout.readline().split()
         return int(status), float(seconds)
+
+    def save(self, which: str) -> float:
+        self.start(which)
+        status, seconds = self.wait()
+        assert status == 0
+        return seconds
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -78,46 +83,39 @@ def test_killed_saves_leave_the_old_or_the_new_model(tmp_path):
     folder = root / "ckpt"
     worker = Worker(folder)
     try:
-        torch.manual_seed(0)  # the worker's two models, built the same way here to compare against
-        models = {"A": archzoo.build_model(big_config(VOCAB)).state_dict()}
-        models["B"] = archzoo.build_model(big_config(VOCAB)).state_dict()
+        worker.ready()
+        models = {name: archzoo.load_pretrained(f"{folder}.{name}").state_dict() for name in "AB"}
         assert not same_model(models["A"], models["B"])
-        worker.start("A")
-        status, _ = worker.wait()
-        assert status == 0
-        first = archzoo.load_pretrained(folder)
-        assert fingerprint(first) == worker.fingerprints["A"] and same_model(first.state_dict(), models["A"])
-        durations = []
-        for which in "BA":  # measure a whole save over an existing folder
-            worker.start(which)
-            status, seconds = worker.wait()
-            assert status == 0
-            durations.append(seconds)
-        save_s = max(durations)
-        print(f"one save: {save_s:.2f} s")
-        current, seen = "A", {"killed old": 0, "killed new": 0, "finished": 0}
+        worker.save("A")
+        assert same_model(archzoo.load_pretrained(folder).state_dict(), models["A"])
+        save_s = worker.save("B")  # a whole save over an existing folder
+        assert same_model(archzoo.load_pretrained(folder).state_dict(), models["B"])
+        current, seen = "B", {"killed old": 0, "killed new": 0, "finished": 0}
         rng = random.Random(0)
-        for i in range(KILLS):
+        for attempt in range(ATTEMPTS):
+            killed = seen["killed old"] + seen["killed new"]
+            if killed == KILLS:
+                break
             new = "B" if current == "A" else "A"
             pid = worker.start(new)
-            time.sleep(save_s * 1.1 * (i + rng.random()) / KILLS)
+            time.sleep(save_s * (attempt % KILLS + rng.random()) / KILLS)  # one of KILLS slices of the save, in turn
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass  # it had finished (the worker reaps its children at once)
-            status, _ = worker.wait()
+            status, seconds = worker.wait()
             state = archzoo.load_pretrained(folder).state_dict()
             loaded = next((name for name, m in models.items() if same_model(state, m)), None)
-            assert loaded in ("A", "B"), f"kill {i}: the folder holds neither the old nor the new model"
+            assert loaded in ("A", "B"), f"attempt {attempt}: the folder holds neither the old nor the new model"
             if status == 0:
-                assert loaded == new, f"kill {i}: the save finished but the folder holds the old model"
+                assert loaded == new, f"attempt {attempt}: the save finished but the folder holds the old model"
                 seen["finished"] += 1
+                save_s = seconds  # the machine's pace now
             else:
                 seen["killed old" if loaded == current else "killed new"] += 1
             current = loaded
-        assert seen["killed old"] >= KILLS // 3, seen  # the kills really fell inside the saves
-        worker.start("B" if current == "A" else "A")  # a save after the kills cleans their temporaries
-        assert worker.wait()[0] == 0
+        assert seen["killed old"] + seen["killed new"] == KILLS, seen  # the kills really fell inside the saves
+        worker.save("B" if current == "A" else "A")  # a save after the kills cleans their temporaries
         assert [p.name for p in root.iterdir() if is_temporary(p)] == []
         print(seen)
     finally:

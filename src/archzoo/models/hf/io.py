@@ -133,9 +133,14 @@ def check_tensor(key: str, tensor: torch.Tensor, path: Path) -> None:
     if tensor.dtype not in FLOAT_DTYPES:
         raise CheckpointError(f"{path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point")
     flat = tensor.reshape(-1)
-    chunks = range(0, flat.numel(), _FINITE_CHUNK)
-    if all(bool(torch.isfinite(flat[i : i + _FINITE_CHUNK]).all()) for i in chunks):
+    if flat.numel() == 0:
         return
+    # finite iff its min and max are: aminmax propagates NaN (torch.aminmax docs), and an inf is the max or the min.
+    # One pass without a mask, ~20x faster than isfinite().all() (a 205 MB embedding: 16 ms vs 0.3-0.4 s here).
+    low, high = torch.aminmax(flat)
+    if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+        return
+    chunks = range(0, flat.numel(), _FINITE_CHUNK)
     bad = sum(int((~torch.isfinite(flat[i : i + _FINITE_CHUNK])).sum()) for i in chunks)
     raise CheckpointError(
         f"{path}: tensor {key} holds {bad} NaN/inf values of {flat.numel()}; a model with them computes NaN logits "
