@@ -32,7 +32,7 @@ import archzoo
 from archzoo.blocks.alibi import Alibi, alibi_slopes
 from archzoo.blocks.rope import RotaryEmbedding, inverse_frequencies
 from archzoo.blocks.rope_2d import GLM2DRotaryEmbedding
-from archzoo.blocks.rope_scaling import yarn_mscale
+from archzoo.blocks.rope_scaling import yarn_mscale, yarn_softmax_factor
 
 torch.manual_seed(0)
 results = {}
@@ -108,9 +108,10 @@ results["relative_deviation_within_bound"] = deviation <= bound
 
 # %% [markdown]
 # The error grows with the absolute position because the angle m·ω is a float32 number (archzoo computes
-# angles in float32 whatever the model's dtype, as the checkpoints' own code does): at m = 100,000 its
-# rounding alone is about 0.006 radians. Written out by hand in float64, the same equation gives a table
-# constant along diagonals to ~1e-12: the property is exact, the drift is the arithmetic.
+# angles in float32 whatever the model's dtype, as the checkpoints' own code does): float32 numbers near
+# 100,000 are 2^-7 apart, so at m = 100,000 the angle of the fastest pair is off by up to 0.004 radians.
+# Written out by hand in float64, the same equation gives a table constant along diagonals to ~1e-12: the
+# property is exact, the drift is the arithmetic.
 
 # %%
 def scores_by_hand(q, k, positions):
@@ -330,6 +331,7 @@ ratio = after_y / before_y
 assert ratio[0].item() == 1.0 and math.isclose(ratio[-1].item(), 40.0, rel_tol=4 * EPS32)
 _, factor_on_cos = inverse_frequencies(dsv3.rotary_dim, dsv3.position.theta, dsv3.position.scaling)
 assert factor_on_cos == 1.0
+assert yarn_softmax_factor(dsv3.position.scaling) == yarn_mscale(40.0) ** 2  # into the softmax scale instead
 print(f"llama3.1: {int(fast.sum())} pairs kept, {int(slow.sum())} slowed 8x, {int((~fast & ~slow).sum())} blended")
 print(f"YaRN m(40) = {yarn_mscale(40.0):.4f}; slowest pair slowed {ratio[-1]:.4f}x")
 results["llama31_pairs_kept"] = int(fast.sum())
