@@ -195,3 +195,14 @@ def test_fine_tuning_exports_the_checkpoint_tokenizer_with_the_model(tmp_path, t
         assert (folder / "generation_config.json").read_text() == '{"eos_token_id": 2}'
         assert archzoo.load_tokenizer(folder).encode(sample) == archzoo.load_tokenizer(base).encode(sample)
         assert torch.equal(archzoo.load_pretrained(folder).embed.weight, result.model.embed.weight)
+
+
+def test_a_run_without_text_or_ids_trains_on_the_public_default_corpus(tmp_path):
+    from archzoo.train import DEFAULT_CORPUS
+
+    result = train("llama-tiny", out=tmp_path / "run", settings=settings(steps=1, save_every=0), progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["data"]["text"] == str(DEFAULT_CORPUS.resolve())
+    # byte tokens: the stream is the file's UTF-8 bytes, one id each
+    assert info["data"]["tokens"] == len(DEFAULT_CORPUS.read_bytes())
+    assert result.data.train.numel() + result.data.val.numel() == info["data"]["tokens"]

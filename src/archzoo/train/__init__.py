@@ -4,6 +4,7 @@
     result = train("llama-tiny", out="runs/tiny", settings=TrainSettings(steps=300))
     result = resume("runs/tiny")               # after an interruption: bit-exact continuation
 
+``DEFAULT_CORPUS`` is the text a run without ``text`` / ``ids`` trains on (``corpus/SOURCE.md``).
 Lower level: ``Trainer(model, split, settings)`` runs steps on a model you hold;
 ``evaluate(model, ids, seq_len=...)`` gives loss and perplexity. Files, one idea each:
 settings, data, schedule, precision, recompute (activation checkpointing), methods (what
