@@ -206,3 +206,19 @@ def test_a_run_without_text_or_ids_trains_on_the_public_default_corpus(tmp_path)
     # byte tokens: the stream is the file's UTF-8 bytes, one id each
     assert info["data"]["tokens"] == len(DEFAULT_CORPUS.read_bytes())
     assert result.data.train.numel() + result.data.val.numel() == info["data"]["tokens"]
+
+
+@pytest.mark.parametrize("method_name", ["LoRATraining", "PrefixTraining"])
+def test_the_public_adapter_methods_fine_tune_only_adapters(tmp_path, text, method_name):
+    import archzoo.train
+
+    base = train("llama-tiny", out=tmp_path / "base", text=text, settings=settings(steps=1, save_every=0), progress=False)
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    method = getattr(archzoo.train, method_name)()
+    tuned = train(base.artefact, out=tmp_path / "tuned", text=text, settings=settings(steps=2, save_every=0),
+                  method=method, progress=False)  # fmt: skip
+    assert tuned.artefact == tmp_path / "tuned" / "adapter" and (tuned.artefact / "adapter_config.json").is_file()
+    after = tuned.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the base is frozen
+    trainable = [n for n, p in tuned.model.named_parameters() if p.requires_grad]
+    assert trainable and all(("lora_" in n) or n.startswith("prefix.") for n in trainable)
