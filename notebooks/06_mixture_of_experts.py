@@ -37,8 +37,8 @@ import dataclasses
 import json
 
 import matplotlib.pyplot as plt
-from matplotlib.patches import Patch
 import torch
+from matplotlib.patches import Patch
 
 import archzoo
 from archzoo.train import DEFAULT_CORPUS, ByteTokenizer, Split, Trainer, TrainSettings
@@ -210,7 +210,7 @@ for label, cfg in runs.items():
     loads: list[torch.Tensor] = []
     moe_layers = [layer.mlp for layer in model.layers if layer.plan.mlp == "moe"]
     for moe in moe_layers:
-        moe.register_forward_hook(lambda module, inputs, output: loads.append(output.expert_load.float()))
+        moe.register_forward_hook(lambda module, inputs, output, loads=loads: loads.append(output.expert_load.float()))
     trainer = Trainer(model, data, settings)
     imbalance, losses = [], []
     for _ in range(STEPS):

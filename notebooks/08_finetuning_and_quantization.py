@@ -24,7 +24,7 @@
 #   text, against the float model, and what they save in bytes.
 #
 # We pretrain a tiny LLaMA on Shakespeare for a few seconds, then fine-tune it on a text it has never
-# seen (archzoo's own Python source) with each method.
+# seen: the same kind of text in another style, Shakespeare IN CAPITALS.
 #
 # **Read beside it**
 #
@@ -36,6 +36,7 @@
 
 # %%
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,7 +44,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import archzoo
-from archzoo.train import LoRATraining, PrefixTraining, TrainSettings, evaluate, train
+from archzoo.train import DEFAULT_CORPUS, LoRATraining, PrefixTraining, TrainSettings, evaluate, train
 
 torch.manual_seed(0)
 results: dict = {}
@@ -66,7 +67,9 @@ assert base.records[-1]["val_loss"] < 0.75 * torch.log(torch.tensor(256.0)).item
 # %% [markdown]
 # ## Fine-tuning on new text: LoRA and P-tuning v2
 #
-# The new text is Python: the source of archzoo's blocks, about 80 kB, its last 10% held out.
+# The new text is the last 80 kB of the Shakespeare sample in upper case, its last 10% held out
+# (which lies in the pretraining run's held-out tail too: no fine-tuned model has seen it, in either
+# case). Capitals are rare in the pretraining text (names, line starts), so the base model is poor at it.
 # Both methods freeze the base and train only their adapters:
 #
 # - **LoRA** (Hu et al. 2021), rank r = 8, α = 16 on every projection of attention and MLP
@@ -80,8 +83,9 @@ assert base.records[-1]["val_loss"] < 0.75 * torch.log(torch.tensor(256.0)).item
 # tensor bytes of its second step (`peak_tensor_bytes`).
 
 # %%
-code = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted((Path(archzoo.__file__).parent / "blocks").glob("*.py")))
-(work / "code.txt").write_text(code, encoding="utf-8")
+shouted = DEFAULT_CORPUS.read_text(encoding="utf-8")[-80_000:].upper()
+(work / "shouted.txt").write_text(shouted, encoding="utf-8")
+print(repr(shouted[-120:]))
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 finetune = TrainSettings(steps=40, batch=8, seq_len=64, lr=3e-3, warmup=5, eval_every=10, save_every=0, val_fraction=0.1)
 methods = {
@@ -90,14 +94,14 @@ methods = {
 }
 runs = {}
 for label, (method, settings) in methods.items():
-    runs[label] = train(base.artefact, out=work / label.split()[0].lower(), text=work / "code.txt",
+    runs[label] = train(base.artefact, out=work / label.split()[0].lower(), text=work / "shouted.txt",
                         settings=settings, method=method, progress=False)
 
 # the base model on the new text, before any fine-tuning: the same held-out windows
 base_model = archzoo.load_pretrained(base.artefact)
 held_out = runs["LoRA r=8"].data.val
 before = evaluate(base_model, held_out, seq_len=64, progress=False)
-print(f"base model on the held-out Python: {before.loss:.3f} nats/byte")
+print(f"base model on the held-out capitals: {before.loss:.3f} nats/byte")
 
 # %% [markdown]
 # ### Trainable parameters and memory
@@ -152,7 +156,7 @@ for label, run in runs.items():
 ax.axhline(before.loss, color="grey", ls=":", label="base model, held-out (no fine-tuning)")
 ax.set_xlabel("fine-tuning step (8 x 64 bytes each)")
 ax.set_ylabel("cross-entropy (nats per byte)")
-ax.set_title("Fine-tuning a Shakespeare model on Python source")
+ax.set_title("Fine-tuning a Shakespeare model on Shakespeare in capitals")
 ax.legend(fontsize=8)
 names = list(memory)
 x = range(len(names))
@@ -165,6 +169,12 @@ bx.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 
+# %% [markdown]
+# LoRA changes what every projection computes; a prefix can only add keys and values for the
+# sequence to attend to, so it cannot remap the MLPs or the output head that decide which byte
+# comes next. With 0.8% of the parameters (LoRA here: 7.5%) it moves the held-out loss much less.
+
+# %%
 lora_final = [r for r in runs["LoRA r=8"].records if "val_loss" in r][-1]["val_loss"]
 prefix_final = [r for r in runs["P-tuning v2, 16 slots"].records if "val_loss" in r][-1]["val_loss"]
 assert lora_final < before.loss - 0.3 and prefix_final < before.loss  # both adapt; LoRA by a wide margin
@@ -279,4 +289,5 @@ plt.show()
 # numbers (the int8 KL is ~1e-5 nats): 30%. Counts and booleans are compared exactly.
 results_rtol = {"heldout_before": 0.02, "heldout_lora": 0.02, "heldout_prefix": 0.02,
                 "ppl_float32": 0.02, "ppl_int8": 0.02, "ppl_int4": 0.02, "kl_int4_over_int8": 0.3}
+shutil.rmtree(work)  # the run folders were scratch
 print("RESULTS", json.dumps(results))
