@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tolerances as tol
 from archzoo.blocks.alibi import Alibi, alibi_slopes
 
 
@@ -15,7 +16,8 @@ def test_eight_heads_are_negative_powers_of_two():
 
 def test_sixteen_heads_are_powers_of_root_two():
     """For n a power of two the sequence starts at 2^(-8/n) and uses that as its ratio."""
-    torch.testing.assert_close(alibi_slopes(16), torch.tensor([2.0 ** (-0.5 * h) for h in range(1, 17)]))
+    # float64 powers rounded to float32 once, both sides: at most 1 ulp apart (a tie broken differently)
+    torch.testing.assert_close(alibi_slopes(16), torch.tensor([2.0 ** (-0.5 * h) for h in range(1, 17)]), rtol=tol.fp32_rounding(2), atol=0)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +32,8 @@ def test_sixteen_heads_are_powers_of_root_two():
 def test_non_power_of_two_rule(n_heads, extra):
     closest = 8 if n_heads == 12 else 4
     power_part = [2 ** (-8 * h / closest) for h in range(1, closest + 1)]
-    torch.testing.assert_close(alibi_slopes(n_heads), torch.tensor(power_part + extra), rtol=1e-7, atol=0)
+    # float64 powers rounded to float32 once, both sides: at most 1 ulp apart
+    torch.testing.assert_close(alibi_slopes(n_heads), torch.tensor(power_part + extra), rtol=tol.fp32_rounding(2), atol=0)
 
 
 @pytest.mark.parametrize("n_heads", range(1, 41))
@@ -39,7 +42,9 @@ def test_slopes_match_bloom(n_heads):
 
     # BLOOM returns slope_h * position for positions 0, 1: position 1 holds the slopes
     bloom = build_alibi_tensor(torch.ones(1, 2), n_heads, torch.float32)[:, 0, 1]
-    torch.testing.assert_close(alibi_slopes(n_heads), bloom, rtol=1e-6, atol=0)
+    # ours: the float64 start^k rounded once; BLOOM raises a float32-rounded start (1/2 ulp) to powers k <= n_heads
+    # in float32 (k/2 ulp of the result, plus pow's own ulp); times position 1.0 is exact
+    torch.testing.assert_close(alibi_slopes(n_heads), bloom, rtol=tol.fp32_rounding(n_heads // 2 + 2), atol=0)
 
 
 def test_bias_is_slope_times_key_minus_query():
@@ -69,7 +74,10 @@ def test_relative_bias_gives_same_softmax_as_blooms_absolute_bias():
     ours = (scores + Alibi(n_heads).bias(seq, seq, 0)).masked_fill(~causal, float("-inf")).softmax(-1)
     absolute = alibi_slopes(n_heads)[:, None, None] * torch.arange(seq).float()[None, None, :]
     bloom = (scores + absolute).masked_fill(~causal, float("-inf")).softmax(-1)
-    torch.testing.assert_close(ours, bloom, rtol=1e-6, atol=1e-6)
+    # the logits s + m (k - q) and s + m k (|.| <= S) each rounded once, then softmax's max-shift, exp (1 ulp)
+    # and normalising sum of <= 5 terms: probabilities p <= 1 move by ~ (2 S + 4 + 5) eps
+    logit_scale = (scores.abs().max() + absolute.abs().max()).item()
+    torch.testing.assert_close(ours, bloom, rtol=0, atol=tol.fp32_rounding(9, 1.0) + 2 * tol.fp32_rounding(1, logit_scale))
 
 
 @pytest.mark.parametrize(("past", "kv_len"), [(0, 1), (5, 6), (5, 3), (255, 256), (300, 301), (1000, 1001)])

@@ -9,6 +9,7 @@ import typing
 import pytest
 import torch
 
+import tolerances as tol
 from archzoo.blocks.mlp import MLP_KINDS, GeGLU, GeluMLP, SwiGLU
 from archzoo.blocks.norm import NORM_KINDS
 from archzoo.blocks.residual import RESIDUAL_KINDS
@@ -44,6 +45,23 @@ def randomise(module: torch.nn.Module) -> None:
 
 
 D, H = 12, 20
+GAIN = 1.13  # the largest slope of GeLU (erf or tanh) and SiLU: how far an input error carries through them
+
+
+def bound(x: torch.Tensor, first: list[torch.nn.Linear], hidden: torch.Tensor, mlp_gain: float, down: torch.nn.Linear) -> float:
+    """float32 MLP against float64: the first projections' sums (D terms and the bias) err by ``fp32_matmul``,
+    the activation (and gate) carry that by ``mlp_gain`` and round a few times, and down_proj's sums (H
+    terms and the bias) carry the hidden error by its row sums and add their own."""
+
+    def matmul_error(a: torch.Tensor, layer: torch.nn.Linear) -> float:
+        if layer.bias is None:
+            return tol.fp32_matmul(a, layer.weight)
+        ones = torch.ones(*a.shape[:-1], 1, dtype=a.dtype)  # the bias as one more term of the sum
+        return tol.fp32_matmul(torch.cat([a, ones], -1), torch.cat([layer.weight, layer.bias[:, None]], -1))
+
+    first_error = max(matmul_error(x, layer) for layer in first)
+    hidden_error = mlp_gain * first_error + tol.fp32_rounding(6, hidden.abs().max().item())
+    return tol.propagated(hidden_error, down.weight) + matmul_error(hidden, down)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -54,8 +72,10 @@ def test_gelu_mlp(bias, approximate):
     randomise(mlp)
     x = torch.randn(2, 3, D)
     act = gelu_erf if approximate == "none" else gelu_tanh
-    expected = linear(mlp.down_proj, act(linear(mlp.up_proj, x.double())))
-    torch.testing.assert_close(mlp(x).double(), expected, rtol=1e-5, atol=1e-5)
+    hidden = act(linear(mlp.up_proj, x.double()))
+    expected = linear(mlp.down_proj, hidden)
+    atol = bound(x, [mlp.up_proj], hidden, GAIN, mlp.down_proj)
+    torch.testing.assert_close(mlp(x).double(), expected, rtol=0, atol=atol)
     assert (mlp.up_proj.bias is not None) == bias and (mlp.down_proj.bias is not None) == bias
 
 
@@ -74,9 +94,12 @@ def test_swiglu(bias):
     mlp = SwiGLU(D, H, bias=bias)
     randomise(mlp)
     x = torch.randn(2, 3, D).double()
-    gated = silu(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x)
+    gate, up = linear(mlp.gate_proj, x), linear(mlp.up_proj, x)
+    gated = silu(gate) * up
     expected = linear(mlp.down_proj, gated)
-    torch.testing.assert_close(mlp(x.float()).double(), expected, rtol=1e-5, atol=1e-5)
+    gain = GAIN * up.abs().max().item() + silu(gate).abs().max().item()  # d(silu(g) u) = silu'(g) u dg + silu(g) du
+    atol = bound(x, [mlp.gate_proj, mlp.up_proj], gated, gain, mlp.down_proj)
+    torch.testing.assert_close(mlp(x.float()).double(), expected, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -87,8 +110,12 @@ def test_geglu(bias, approximate):
     randomise(mlp)
     x = torch.randn(2, 3, D).double()
     act = gelu_erf if approximate == "none" else gelu_tanh
-    expected = linear(mlp.down_proj, act(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x))
-    torch.testing.assert_close(mlp(x.float()).double(), expected, rtol=1e-5, atol=1e-5)
+    gate, up = linear(mlp.gate_proj, x), linear(mlp.up_proj, x)
+    gated = act(gate) * up
+    expected = linear(mlp.down_proj, gated)
+    gain = GAIN * up.abs().max().item() + act(gate).abs().max().item()
+    atol = bound(x, [mlp.gate_proj, mlp.up_proj], gated, gain, mlp.down_proj)
+    torch.testing.assert_close(mlp(x.float()).double(), expected, rtol=0, atol=atol)
 
 
 def test_gated_parameter_count_is_three_d_h():

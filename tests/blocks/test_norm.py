@@ -7,6 +7,7 @@ import typing
 import pytest
 import torch
 
+import tolerances as tol
 from archzoo.blocks.norm import NORM_KINDS, LayerNorm, RMSNorm
 from archzoo.config.sections import NormKind
 
@@ -34,7 +35,8 @@ def test_rmsnorm_worked_example():
         norm.weight.copy_(torch.tensor([1.0, 2.0]))
     y = norm(torch.tensor([[3.0, 4.0]]))
     rms = 12.5**0.5
-    torch.testing.assert_close(y, torch.tensor([[3.0 / rms, 2 * 4.0 / rms]]))
+    # float32: 2 squares, a sum, rsqrt (1 ulp) and 2 products, each relative to y: < 6 eps of it
+    torch.testing.assert_close(y, torch.tensor([[3.0 / rms, 2 * 4.0 / rms]]), rtol=tol.fp32_rounding(6), atol=0)
 
 
 def test_rmsnorm_equals_formula():
@@ -43,7 +45,9 @@ def test_rmsnorm_equals_formula():
     with torch.no_grad():
         norm.weight.copy_(torch.randn(16))
     x = torch.randn(3, 5, 16)
-    torch.testing.assert_close(norm(x).double(), rms_reference(x, norm.weight, 1e-5), rtol=1e-6, atol=1e-6)
+    # relative to each y_i = x_i r g_i: the 16-term mean square (16 eps), then rsqrt and 2 products
+    rtol = tol.chain(tol.fp32_sum(16), tol.fp32_rounding(4))
+    torch.testing.assert_close(norm(x).double(), rms_reference(x, norm.weight, 1e-5), rtol=rtol, atol=0)
 
 
 def test_rmsnorm_eps_counts_where_it_matters():
@@ -51,7 +55,8 @@ def test_rmsnorm_eps_counts_where_it_matters():
     torch.manual_seed(3)
     x = 1e-3 * torch.randn(4, 32)
     for eps in (1e-6, 1e-5):
-        torch.testing.assert_close(RMSNorm(32, eps)(x).double(), rms_reference(x, torch.ones(32), eps), rtol=1e-5, atol=0)
+        rtol = tol.chain(tol.fp32_sum(32), tol.fp32_rounding(4))  # as above, 32 terms: 4.3e-6 of each y_i
+        torch.testing.assert_close(RMSNorm(32, eps)(x).double(), rms_reference(x, torch.ones(32), eps), rtol=rtol, atol=0)
 
 
 def test_rmsnorm_gradients_equal_the_formulas():
@@ -66,8 +71,9 @@ def test_rmsnorm_gradients_equal_the_formulas():
     x_ref = x.detach().clone().requires_grad_()
     weight_ref = norm.weight.detach().clone().requires_grad_()
     ref_x_grad, ref_weight_grad = torch.autograd.grad(rms_reference(x_ref, weight_ref, 1e-5), (x_ref, weight_ref), grad_out)
-    torch.testing.assert_close(x_grad, ref_x_grad)
-    torch.testing.assert_close(weight_grad, ref_weight_grad)
+    # float64 both: a few 16-term sums of terms below ~100 (|g|, |x|, |dy| <= ~4, 1 / rms <= ~2)
+    torch.testing.assert_close(x_grad, ref_x_grad, rtol=0, atol=tol.fp64_sum(4 * 16, 100.0))
+    torch.testing.assert_close(weight_grad, ref_weight_grad, rtol=0, atol=tol.fp64_sum(4 * 16, 100.0))
 
 
 def test_rmsnorm_does_not_centre():
@@ -75,11 +81,15 @@ def test_rmsnorm_does_not_centre():
     torch.manual_seed(1)
     x = torch.randn(4, 16)
     rms, ln = RMSNorm(16), LayerNorm(16)
-    assert not torch.allclose(rms(x), rms(x + 3.0), atol=1e-3)
-    torch.testing.assert_close(ln(x), ln(x + 3.0), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(rms(x), rms(x + 3.0), atol=1e-3)  # it moves outputs by O(1), not by rounding
+    # x + 3 (|.| <= 6) is rounded once and centred by a 16-term mean: ~2 eps x 6 each side, over sigma ~ 1;
+    # the 16-term variance, 16 eps relative, moves |y| <= 3 by half that
+    atol = tol.chain(2 * tol.fp32_rounding(2, 6.0), tol.fp32_sum(16, 3.0))
+    torch.testing.assert_close(ln(x), ln(x + 3.0), rtol=0, atol=atol)
     # RMSNorm of a centred vector equals LayerNorm without the bias (same gains): the only difference is centring
     centred = x - x.mean(-1, keepdim=True)
-    torch.testing.assert_close(RMSNorm(16, eps=1e-5)(centred), ln(x), rtol=1e-5, atol=1e-5)
+    # the same float32 statistics in two orders: 16-term sums, twice, of outputs |y| <= 3
+    torch.testing.assert_close(RMSNorm(16, eps=1e-5)(centred), ln(x), rtol=0, atol=tol.fp32_sum(2 * 16, 3.0))
 
 
 def test_rmsnorm_has_no_bias():
@@ -94,7 +104,10 @@ def test_layernorm_equals_formula_with_bias():
         norm.bias.copy_(torch.randn(16))
     x = torch.randn(3, 5, 16) * 4 + 2
     expected = layernorm_reference(x, norm.weight, norm.bias, 1e-5)
-    torch.testing.assert_close(norm(x).double(), expected, rtol=1e-5, atol=1e-5)
+    # |x| <= ~14 centred by a 16-term mean (eps x 14 per term, over sigma ~ 4, times |g| <= 3) and the
+    # 16-term variance (16 eps relative, halved by the sqrt, of |y g| <= ~10)
+    atol = tol.chain(tol.fp32_sum(16, 14.0 * 3 / 4), tol.fp32_sum(16, 10.0))
+    torch.testing.assert_close(norm(x).double(), expected, rtol=0, atol=atol)
 
 
 # unit roundoff: the output may carry one rounding to the half type, nothing more
@@ -128,6 +141,8 @@ def test_layernorm_half_precision_statistics_in_float32(dtype):
     y = norm(x)
     assert torch.isfinite(y).all()
     expected = layernorm_reference(x, norm.weight, norm.bias, 1e-5)
+    # one rounding to the half type, plus the float32 statistics: a 4096-term mean of values ~200 carries
+    # ~4096 eps_32 x 200 / 4096 = 2.4e-5 absolute into x - mean, over sigma = 3, times |g| = 1: < 1e-4
     torch.testing.assert_close(y.double(), expected, rtol=UNIT_ROUNDOFF[dtype], atol=1e-4)
 
 
@@ -151,4 +166,4 @@ def test_rmsnorm_float64_is_not_downcast():
     x = torch.randn(3, 16, dtype=torch.float64)
     y = norm(x)
     assert y.dtype == torch.float64
-    torch.testing.assert_close(y, rms_reference(x, norm.weight, 1e-6), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, rms_reference(x, norm.weight, 1e-6), rtol=0, atol=tol.fp64_sum(16, 10.0))

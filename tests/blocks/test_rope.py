@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+import tolerances as tol
 from archzoo.blocks.attention import Attention, AttentionContext
 from archzoo.blocks.masks import build_mask
 from archzoo.blocks.rope import RotaryEmbedding, inverse_frequencies, rotate_half, rotate_pairs
@@ -64,7 +65,8 @@ def test_matches_hand_written_rotation(layout, fraction, theta):
     got = rotate(rope, x, positions)
     for row, m in enumerate(positions):
         expected = hand_rotation(x[row], m, rotary_dim, theta, layout)
-        torch.testing.assert_close(got[row].double(), expected, rtol=1e-4, atol=1e-4)
+        # float32 angles up to 123 rad against float64 ones, rotating values |x| <= max |x|
+        torch.testing.assert_close(got[row].double(), expected, rtol=0, atol=tol.fp32_angle(max(positions), x.abs().max().item()))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -77,7 +79,9 @@ def test_dot_product_depends_only_on_relative_position(layout, fraction, theta):
         pairs = [(m, m - offset) for m in (20, 23, 41, 60)]
         dots = [torch.dot(rotate(rope, q[None], [m])[0], rotate(rope, k[None], [n])[0]).item() for m, n in pairs]
         for d in dots[1:]:
-            assert d == pytest.approx(dots[0], rel=1e-4, abs=1e-4)
+            # q and k rotated at angles <= 65 rad (an error of fp32_angle per dim, |q|, |k| <= 4), then a 16-term dot
+            rotation_error = 2 * 16 * 4 * tol.fp32_angle(65, 4.0)  # 16 dims, each side's error times the other's |.|
+            assert d == pytest.approx(dots[0], rel=0, abs=rotation_error + tol.fp32_sum(16, 16 * 16.0))
     # and it does depend on the offset (else the test above proves nothing)
     d0 = torch.dot(rotate(rope, q[None], [20])[0], rotate(rope, k[None], [20])[0]).item()
     d5 = torch.dot(rotate(rope, q[None], [25])[0], rotate(rope, k[None], [20])[0]).item()
@@ -91,8 +95,10 @@ def test_rotation_preserves_each_pair_norm(layout):
     x = torch.randn(4, HEAD_DIM)
     y = rotate(rope, x, [1, 9, 50, 200])
     for a, b in pair_indices(HEAD_DIM, layout):
-        torch.testing.assert_close(y[:, a] ** 2 + y[:, b] ** 2, x[:, a] ** 2 + x[:, b] ** 2, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(y, x, atol=1e-3)
+        # a rotation keeps the pair's norm whatever its angle error; each rotated coordinate carries ~2 eps
+        # of the pair norm (products, difference), cos^2 + sin^2 = 1 +- 2 eps: ~10 eps of a^2 + b^2
+        torch.testing.assert_close(y[:, a] ** 2 + y[:, b] ** 2, x[:, a] ** 2 + x[:, b] ** 2, rtol=tol.fp32_rounding(10), atol=0)
+    assert not torch.allclose(y, x, atol=1e-3)  # rotated by angles of order 1: O(|x|) moves
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -111,7 +117,7 @@ def test_partial_rotary_leaves_tail_untouched(layout):
     x = torch.randn(3, HEAD_DIM)
     y = rotate(rope, x, [5, 11, 99])
     assert torch.equal(y[:, rotary_dim:], x[:, rotary_dim:])
-    assert not torch.allclose(y[:, :rotary_dim], x[:, :rotary_dim], atol=1e-3)
+    assert not torch.allclose(y[:, :rotary_dim], x[:, :rotary_dim], atol=1e-3)  # O(|x|) moves, not rounding
 
 
 def test_rotate_helpers_by_hand():
@@ -138,9 +144,10 @@ def test_layouts_agree_after_permutation(fraction):
     positions = [0, 3, 17, 64]
     q_i, k_i = rotate(inter, q, positions), rotate(inter, k, positions)
     q_h, k_h = rotate(half, q[:, perm], positions), rotate(half, k[:, perm], positions)
-    torch.testing.assert_close(q_h, q_i[:, perm], rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(q_h @ k_h.T, q_i @ k_i.T, rtol=1e-5, atol=1e-5)
-    # without the permutation the layouts are different functions
+    # the same angles and products, arranged differently (a rotate-half vs a pair swap): a few roundings of |q| <= 4
+    torch.testing.assert_close(q_h, q_i[:, perm], rtol=0, atol=tol.fp32_rounding(4, 4.0))
+    torch.testing.assert_close(q_h @ k_h.T, q_i @ k_i.T, rtol=0, atol=tol.fp32_sum(16, 16 * 16.0))  # 16 terms <= 16
+    # without the permutation the layouts are different functions (O(1) apart)
     assert not torch.allclose(rotate(half, q, positions) @ rotate(half, k, positions).T, q_i @ k_i.T, atol=1e-3)
 
 
@@ -165,7 +172,10 @@ def test_attention_with_permuted_projection_rows_agrees(fraction):
         rotation = RotaryEmbedding(rotary_dim, layout=layout)(position_ids)
         ctx = AttentionContext(mask=build_mask(9, 0, None), rotation=rotation)
         outputs.append(attn(x, ctx))
-    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    # the same numbers through permuted rows: q.k sums of 16 terms, a softmax, a 9-slot weighted sum and o_proj's
+    # 8 x 16 terms, in other orders; |x W| <= ~3, scores <= ~10: a few 16- to 128-term sums of O(1-10) terms
+    atol = tol.chain(tol.fp32_sum(16, 10.0), tol.fp32_sum(9, 3.0), tol.fp32_sum(128, 3.0))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=atol)
 
 
 # ---- context extension -----------------------------------------------------------------------
@@ -197,7 +207,8 @@ def test_llama3_scaling_follows_published_rule():
     assert attention_factor == 1.0
     base = base_frequencies(rotary_dim, theta)
     expected = [llama31_rule(w, 8.0, 1.0, 4.0, 8192) for w in base]
-    torch.testing.assert_close(got.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=0)
+    # float32 frequencies against float64: theta^(-2i/r) (pow, 1 ulp), the band blend (3-4 roundings)
+    torch.testing.assert_close(got.double(), torch.tensor(expected, dtype=torch.float64), rtol=tol.fp32_rounding(8), atol=0)
     # all three bands occur, so each branch of the rule was exercised
     ratios = [g / w for g, w in zip(got.tolist(), base)]
     assert any(r == pytest.approx(1.0) for r in ratios)
@@ -224,7 +235,8 @@ def test_llama3_scaling_matches_transformers():
     )
     expected, expected_factor = _compute_llama3_parameters(config)
     got, factor = inverse_frequencies(128, 500000.0, RopeScalingSection(kind="llama3", **LLAMA31))
-    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    # two float32 evaluations of the same formula (pow, then up to 4 roundings of the blend) each side
+    torch.testing.assert_close(got, expected, rtol=tol.fp32_rounding(8), atol=0)
     assert factor == expected_factor
 
 
@@ -232,11 +244,12 @@ def test_linear_scaling_is_position_interpolation():
     """omega / factor: position m under factor f rotates exactly like position m / f unscaled."""
     scaled = RotaryEmbedding(HEAD_DIM, scaling=RopeScalingSection(kind="linear", factor=4.0))
     plain = RotaryEmbedding(HEAD_DIM)
-    torch.testing.assert_close(scaled.inv_freq, plain.inv_freq / 4.0)
+    assert torch.equal(scaled.inv_freq, plain.inv_freq / 4.0)  # dividing by 4 is exact in binary
     positions = torch.tensor([[0.0, 4.0, 10.0, 400.0]])
     a, b = scaled(positions), plain(positions / 4.0)
-    torch.testing.assert_close(a.cos, b.cos, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(a.sin, b.sin, rtol=1e-5, atol=1e-5)
+    # m w / 4 and (m / 4) w are one rounding apart: angles <= 400 rad, cos and sin of size 1
+    torch.testing.assert_close(a.cos, b.cos, rtol=0, atol=tol.fp32_angle(400))
+    torch.testing.assert_close(a.sin, b.sin, rtol=0, atol=tol.fp32_angle(400))
 
 
 def test_yarn_temperature_formula():
@@ -285,7 +298,8 @@ def test_yarn_matches_transformers(case, head_dim, fraction, theta):
     expected, expected_factor = _compute_yarn_parameters(config)
     rotary_dim = int(head_dim * fraction)
     got, factor = inverse_frequencies(rotary_dim, theta, RopeScalingSection(kind="yarn", **fields))
-    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    # the same float32 formula both sides: pow, the ramp (a clamp, 3 roundings) and the blend (3)
+    torch.testing.assert_close(got, expected, rtol=tol.fp32_rounding(8), atol=0)
     assert factor == pytest.approx(expected_factor, rel=1e-12)
     # the highest frequency extrapolates (kept), the lowest interpolates (divided by the factor)
     base = base_frequencies(rotary_dim, theta)
@@ -298,6 +312,7 @@ def test_yarn_attention_factor_multiplies_cos_and_sin():
     rope = RotaryEmbedding(HEAD_DIM, scaling=scaling)
     rotation = rope(torch.tensor([[0, 5]]))
     m = 0.1 * math.log(4.0) + 1
-    torch.testing.assert_close(rotation.cos[0, 0, 0], torch.full((HEAD_DIM,), m))
-    norms = rotation.cos**2 + rotation.sin**2
-    torch.testing.assert_close(norms, torch.full_like(norms, m * m))
+    # position 0: cos = 1 exactly, times m rounded to float32 once
+    torch.testing.assert_close(rotation.cos[0, 0, 0], torch.full((HEAD_DIM,), m), rtol=tol.fp32_rounding(1), atol=0)
+    norms = rotation.cos**2 + rotation.sin**2  # m^2 (cos^2 + sin^2): cos, sin (1 ulp), m, 2 squares, a sum
+    torch.testing.assert_close(norms, torch.full_like(norms, m * m), rtol=tol.fp32_rounding(8), atol=0)

@@ -4,11 +4,12 @@ tensors directly, with nothing from archzoo.
 
 Loaded by path (``_load_reference()`` in each test file), whatever pytest's import mode.
 
-Tolerance 1e-5 on float32 logits of size ~1: the two sides compute the same sums of at
-most a few hundred terms in different orders (a fused or split matmul, SDPA or an explicit
-softmax), and such sums differ by about N * eps * |x| ~ 300 x 6e-8 = 2e-5 at worst, ~1e-6
-typically; anything wrong (a swapped half, a missing bias, an unnormalised row) moves
-logits by 1e-2 or more.
+Tolerance on float32 logits: the two sides compute the same sums of at most WIDEST_SUM = 96
+terms (hidden 64, MLP hidden 88 or 96) in different orders (a fused or split matmul, SDPA or an
+explicit softmax), and such sums differ by at most N eps max|logit| (tests/tolerances.py,
+``fp32_forward``: 1.1e-5 for logits of size 1), ~1e-6 typically; the DESIGN's 1e-5 is kept where
+it is larger. Anything wrong (a swapped half, a missing bias, an unnormalised row) moves logits by
+1e-2 or more.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import archzoo
+import tolerances as tol
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # DESIGN: logits within 1e-5 in float32
+WIDEST_SUM = 96  # the most terms one sum of these tiny models adds
 VOCAB = 96
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE)
+    torch.testing.assert_close(a, b, rtol=0, atol=max(TOLERANCE, tol.fp32_forward(WIDEST_SUM, b)))
 
 
 def batch(seq: int = 11, seed: int = 0) -> torch.Tensor:
