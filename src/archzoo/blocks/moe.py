@@ -44,10 +44,13 @@ from .mlp import SwiGLU
 from .router import Router
 
 
-def load_balancing_loss(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """E * sum_i f_i P_i from router scores ``[T, E]`` and tokens per expert ``[E]``."""
+def load_balancing_loss(scores: torch.Tensor, counts: torch.Tensor, counted_tokens: int | None = None) -> torch.Tensor:
+    """E * sum_i f_i P_i from router scores ``[T, E]`` and tokens per expert ``[E]``.
+
+    counted_tokens: the tokens ``counts`` were counted over (default T); under data
+    parallelism the whole batch's, while P_i stays this process's mean."""
     n_tokens, n_experts = scores.shape
-    fraction = counts.to(scores.dtype) / n_tokens
+    fraction = counts.to(scores.dtype) / (n_tokens if counted_tokens is None else counted_tokens)
     probability = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=0)
     return n_experts * (fraction * probability).sum()
 
@@ -89,6 +92,9 @@ class MoE(nn.Module):
         self.shared_experts = SwiGLU(d_model, shared_hidden) if shared_hidden else None
         self.shared_gate = nn.Linear(d_model, 1, bias=False) if shared_gate else None
         self.aux_loss_coef = aux_loss_coef
+        # (counts, tokens) -> the same over the global batch; set by data-parallel training
+        # (train/distributed/batch.py), so f_i counts every process's tokens, as one process would
+        self.global_counts = None
         self.bias_update_rate = bias_update_rate
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
@@ -102,7 +108,10 @@ class MoE(nn.Module):
             out = out + shared
         result = MoEOutput(out.view(x.shape), routing.indices, self.router.n_experts)
         if self.training and self.aux_loss_coef > 0:
-            result.aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, result.expert_load)
+            counts, counted = result.expert_load, tokens.shape[0]
+            if self.global_counts is not None:  # data parallelism: f_i over every process's tokens
+                counts, counted = self.global_counts(counts, counted)
+            result.aux_loss = self.aux_loss_coef * load_balancing_loss(routing.scores, counts, counted)
         return result
 
 

@@ -39,6 +39,16 @@ class CausalLMOutput:
     expert_loads: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, tokens per expert
 
 
+class MoECollector:
+    """Where one forward's MoE layers leave their ``MoEOutput`` (``.outputs``, in layer order).
+
+    Deliberately not a list: FSDP2's forward hooks rebuild list and tuple arguments when they
+    cast or move inputs, so what a layer appended to a list would land in a copy."""
+
+    def __init__(self):
+        self.outputs: list[MoEOutput] = []
+
+
 class DecoderLayer(nn.Module):
     """Attention sublayer then feed-forward sublayer, each wrapped by the config's residual wiring."""
 
@@ -60,18 +70,18 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         ctx: AttentionContext,
         cache: LayerCache | None = None,
-        moe_outputs: list[MoEOutput] | None = None,
+        moe_outputs: MoECollector | None = None,
     ) -> torch.Tensor:
-        """The layer's output; a MoE layer appends this call's ``MoEOutput`` to ``moe_outputs``."""
+        """The layer's output; a MoE layer appends this call's ``MoEOutput`` to ``moe_outputs.outputs``."""
         x = self.wiring(x, lambda h: self.attn(h, ctx, cache), self.attn_norm, self.attn_post_norm, self.alpha)
         return self.wiring(x, lambda h: self.feedforward(h, moe_outputs), self.mlp_norm, self.mlp_post_norm, self.alpha)
 
-    def feedforward(self, h: torch.Tensor, moe_outputs: list[MoEOutput] | None) -> torch.Tensor:
+    def feedforward(self, h: torch.Tensor, moe_outputs: MoECollector | None) -> torch.Tensor:
         if self.plan.mlp == "dense":
             return self.mlp(h)
         out = self.mlp(h)
         if moe_outputs is not None:
-            moe_outputs.append(out)
+            moe_outputs.outputs.append(out)
         return out.hidden
 
 
@@ -163,7 +173,7 @@ class CausalLM(nn.Module):
         if self.embed_norm is not None:
             hidden = self.embed_norm(hidden)
         ctx = self.attention_context(seq, past, attention_mask, position_ids, hidden.dtype, hidden.device)
-        moe_outputs: list[MoEOutput] = []  # this call's routing signals, one per MoE layer
+        moe_outputs = MoECollector()  # this call's routing signals, one per MoE layer
         for layer, layer_cache in zip(self.layers, layer_caches):
             if self.activation_checkpointing and torch.is_grad_enabled():
                 # the backward's recomputation appends again; this call's output is read before that
@@ -179,11 +189,11 @@ class CausalLM(nn.Module):
         logits = self.lm_head(hidden)
         if not return_dict:
             return logits
-        aux = [out.aux_loss for out in moe_outputs if out.aux_loss is not None]
+        aux = [out.aux_loss for out in moe_outputs.outputs if out.aux_loss is not None]
         return CausalLMOutput(
             logits=logits,
             aux_loss=torch.stack(aux).sum() if aux else None,
-            expert_loads=[out.expert_load for out in moe_outputs],
+            expert_loads=[out.expert_load for out in moe_outputs.outputs],
         )
 
 
