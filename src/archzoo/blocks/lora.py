@@ -24,6 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _replaying_meta_init() -> bool:
+    """True inside ``train/distributed/init_by_parts.Replay``, which turns meta draws into real ones:
+    the reset must then draw here, in the order a CPU build draws, not later."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return getattr(_get_current_dispatch_mode(), "replays_meta_init", False)
+
+
 class LoRALinear(nn.Linear):
     """``base`` (its own weight and bias, frozen) plus ``lora_B(lora_A(dropout(x))) * scaling``."""
 
@@ -42,7 +50,7 @@ class LoRALinear(nn.Linear):
         self.lora_B = nn.Linear(rank, self.out_features, bias=False, **factory)
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.merged = False
-        if not base.weight.is_meta:
+        if not base.weight.is_meta or _replaying_meta_init():
             self.reset_lora()
 
     def reset_lora(self) -> None:
