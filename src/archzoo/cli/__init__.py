@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from .. import __version__
 from .argtypes import HelpFormatter
@@ -54,4 +55,5 @@ def _main(argv: list[str] | None) -> int:
         )
         module.add_arguments(command)
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # as typed: train --nproc passes it on to torchrun
     return modules[args.command].run(args) or 0

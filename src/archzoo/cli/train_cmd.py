@@ -6,6 +6,8 @@ archzoo train path/to/hf-folder --text corpus/ --lr 3e-4 --out runs/ft   (fine-t
 archzoo train --resume runs/notes                         (continue from the newest checkpoint, bit-exactly)
 archzoo train hf-folder --lora rank=8,alpha=16,targets=q_proj,v_proj   (LoRA: only the adapters train)
 archzoo train hf-folder --prefix 16                       (P-tuning v2: 16 trainable key/value slots per layer)
+archzoo train llama-tiny --nproc 2                        (FSDP2 over 2 processes; the same losses as one)
+torchrun --nproc-per-node 2 -m archzoo train llama-tiny   (the same run, started by torchrun itself)
 
 The run folder holds run.json, log.jsonl (one JSON object per step), loss.png,
 checkpoints/ and, at the end, model/ (a Hugging Face folder) or, with --lora /
@@ -16,6 +18,8 @@ the checkpoint folder's tokenizer, else as UTF-8 bytes (vocabularies >= 256).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,8 +29,11 @@ from ..errors import InputError
 from ..generate import generate
 from ..inspect import estimate_memory
 from ..memory_guard import require_training_memory
-from ..train import PRECISIONS, TrainSettings, resume, train
+from ..train import METHODS, PRECISIONS, TrainSettings, resume, train
 from ..train.adapter_methods import PrefixTraining, estimate_kwargs, parse_lora
+from ..train.distributed import check_sharding, launched_by_torchrun
+from ..train.distributed.launch import launch
+from ..train.run import check_output_folder
 
 DEFAULTS = TrainSettings()
 DEFAULT_OUT = "runs/{name}"
@@ -81,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--force", action="store_true", help="run even if the memory it needs looks larger than the memory available (default: refuse)")
+    parser.add_argument(
+        "--nproc", type=int, metavar="N",
+        help="train on N processes of this machine with FSDP2 (started with torchrun; --batch must divide by N; "
+        "also with --resume, whatever N the run had) (default: 1, no torchrun)",
+    )  # fmt: skip
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
@@ -112,6 +124,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--stop-after: must be >= 1, got {args.stop_after}")
     if args.sample_tokens < 0:
         raise InputError(f"--sample-tokens: must be >= 0, got {args.sample_tokens}")
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise InputError(f"--nproc: must be >= 1 processes, got {args.nproc}")
+        if launched_by_torchrun():
+            raise InputError(f"--nproc: this process is one of torchrun's (WORLD_SIZE={os.environ['WORLD_SIZE']}); drop --nproc")
+    if args.nproc is not None and args.nproc > 1:
+        check_before_launch(args)
+        return launch(args.argv, args.nproc)
     if args.resume is not None:
         settable = [*FLAGS, "precision", "checkpointing", "text", "ids", "out", "save", "model", "prefix", "prefix_projection"]
         extra = [flag(k) for k in settable if getattr(args, k, None)]
@@ -128,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         require_training_memory(args.model, settings.batch, settings.seq_len, settings.checkpointing, force=args.force)
 
         def announce(trainer) -> None:
+            if not trainer.parallel.is_main:
+                return
             n = sum(p.numel() for p in trainer.parameters)
             print(
                 f"archzoo train {args.model}: {n:,} trainable parameters, {settings.steps} steps of "
@@ -141,8 +163,30 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, stop_after=args.stop_after, progress=not args.no_progress, on_start=announce,
             method=method,
         )
-    report(result, args.sample_tokens)
+    if int(os.environ.get("RANK", "0")) == 0:  # one report for the run, not one per process
+        report(result, args.sample_tokens)
     return 0
+
+
+def check_before_launch(args: argparse.Namespace) -> None:
+    """Every refusal a run on ``--nproc`` processes would meet, found here, before any process starts."""
+    if args.resume is not None:
+        info_path = args.resume / "run.json"
+        if not info_path.is_file():
+            raise InputError(f"--resume {args.resume}: no run.json (not a run folder written by archzoo train)")
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+            settings = TrainSettings.from_dict(info["settings"], str(info_path))
+            method = METHODS[info["method"]["method"]](info["method"])
+        except (KeyError, ValueError) as err:
+            raise InputError(f"{info_path}: unreadable run description ({err})") from None
+    else:
+        if args.model is None:
+            raise InputError("give a config name or checkpoint folder to train, or --resume DIR")
+        settings, method = settings_from(args), method_from(args)
+        if args.out is not None:
+            check_output_folder(args.out, args.overwrite)
+    check_sharding(settings, method, args.nproc)
 
 
 def report(result, sample_tokens: int) -> None:

@@ -11,6 +11,11 @@ follows ``schedule.py``; weight decay applies to matrices
 (embeddings, projections, experts), not to norm gains and biases. Everything a
 step depends on (weights, AdamW moments, step, data position, RNG) is in
 ``state()``, so ``load_state(state())`` continues bit for bit.
+
+``parallel`` says which rows of each batch this process computes and how its numbers
+combine with the other processes' (``distributed/batch.py``); the default,
+``OneProcess()``, is plain training, where every one of those steps is the identity.
+A sharded model (``distributed/``) trains through the same loop.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import nn
 from ..blocks.moe import update_router_bias
 from .checkpoint import TrainerState
 from .data import Split, WindowSampler, fixed_windows
+from .distributed.batch import OneProcess
 from .methods import FullTraining
 from .precision import forward_context, model_dtype
 from .recompute import set_activation_checkpointing
@@ -40,20 +46,24 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 class Trainer:
     """Trains ``model`` in place on ``data`` with ``settings``; ``method`` picks what trains."""
 
-    def __init__(self, model: nn.Module, data: Split, settings: TrainSettings, *, method=None):
+    def __init__(self, model: nn.Module, data: Split, settings: TrainSettings, *, method=None, parallel=None):
         self.settings = settings.check()
         self.method = method or FullTraining()
+        self.parallel = parallel or OneProcess()
         self.model = model
         self.data = data
-        model.to(model_dtype(settings.precision))
+        if self.parallel.world == 1:
+            model.to(model_dtype(settings.precision))  # a sharded model was built in its dtype
         set_activation_checkpointing(model, settings.checkpointing)
         named = self.method.trainable(model)
         if not named:
             raise ValueError("the training method selected no trainable parameter")
+        matrices, vectors = [(n, p) for n, p in named if p.dim() >= 2], [(n, p) for n, p in named if p.dim() < 2]
+        self.parameter_names = [n for n, _ in matrices + vectors]  # the optimizer's order (ids 0, 1, ...)
         self.parameters = [p for _, p in named]
         groups = [
-            {"params": [p for p in self.parameters if p.dim() >= 2], "weight_decay": settings.weight_decay},
-            {"params": [p for p in self.parameters if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for _, p in matrices], "weight_decay": settings.weight_decay},
+            {"params": [p for _, p in vectors], "weight_decay": 0.0},
         ]
         # fused: one kernel per tensor for the whole update (no sqrt / division temporaries): 15%
         # off a small model's CPU step against the default per-op form (benchmarks/bench_train.py)
@@ -67,6 +77,11 @@ class Trainer:
             self.val_windows = fixed_windows(data.val, settings.seq_len, settings.eval_batches * settings.batch)
         moe = model.config.moe
         self.updates_router_bias = moe is not None and moe.correction_bias
+        if self.parallel.world > 1:
+            for module in model.modules():
+                if hasattr(module, "global_counts"):
+                    module.global_counts = self.parallel.global_counts
+        self.device = next(model.parameters()).device
         self.step = 0
         self.tokens = 0
         torch.manual_seed(settings.seed)
@@ -85,8 +100,8 @@ class Trainer:
         start = time.perf_counter()
         losses, aux_losses, loads = [], [], None
         for _ in range(s.accumulate):
-            windows = self.sampler.next_batch(s.batch)
-            with forward_context(s.precision):
+            windows = self.parallel.rows(self.sampler.next_batch(s.batch)).to(self.device)
+            with forward_context(s.precision, self.device):
                 out = model(windows[:, :-1], return_dict=True)
                 loss = next_token_loss(out.logits, windows[:, 1:])
             aux, step_loads = out.aux_loss, [load.detach() for load in out.expert_loads]
@@ -94,13 +109,14 @@ class Trainer:
             total = loss if aux is None else loss + aux
             (total / s.accumulate).backward()
             del total
-            losses.append(loss.item())
+            losses.append(self.parallel.mean(loss.item()))
             if aux is not None:
-                aux_losses.append(aux.item())
+                aux_losses.append(self.parallel.mean(aux.item()))
             if self.updates_router_bias:
+                step_loads = self.parallel.sum_counts(step_loads)
                 loads = step_loads if loads is None else [a + b for a, b in zip(loads, step_loads)]
         max_norm = s.grad_clip if s.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        grad_norm = self.parallel.clip_gradients(self.parameters, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.updates_router_bias:
@@ -129,9 +145,13 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         for chunk in self.val_windows.split(self.settings.batch):
-            with forward_context(self.settings.precision):
-                logits = self.model(chunk[:, :-1])
-            total += next_token_loss(logits, chunk[:, 1:]).item() * chunk.shape[0]
+            rows = self.parallel.rows(chunk).to(self.device)
+            weight = rows.shape[0]
+            if weight == 0:  # a short last chunk: every process must still take part in the forward
+                rows = chunk[:1].to(self.device)
+            with forward_context(self.settings.precision, self.device):
+                logits = self.model(rows[:, :-1])
+            total += self.parallel.mean(next_token_loss(logits, rows[:, 1:]).item() * weight) * self.parallel.world
             count += chunk.shape[0]
         self.model.train()
         return total / count
@@ -143,4 +163,7 @@ class Trainer:
         self.step, self.tokens = state.step, state.tokens
         self.optimizer.load_state_dict(state.optimizer)
         self.sampler.load_state(state.data)
-        torch.set_rng_state(state.rng)
+        self.restore_rng(state.rng)
+
+    def restore_rng(self, rng: torch.Tensor) -> None:
+        torch.set_rng_state(rng)

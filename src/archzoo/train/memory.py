@@ -14,6 +14,13 @@ it cannot be reset per step on most systems. Live tensor bytes are exactly the
 weights, gradients, optimizer state, activations and temporaries the estimate
 adds up, so the two are comparable. ``rss_peak_bytes`` gives the OS's figure
 beside it where Linux provides one.
+
+Sharded training (FSDP2) counts each process's own bytes: a ``DTensor`` by its
+local shard, and the whole parameters FSDP2 gathers for the layer being computed,
+which it frees by shrinking their storage to 0 bytes and re-grows for the next
+use (``untyped_storage().resize_``, which no tensor operation reports); so with
+a sharded model (``track_training`` sees DTensors) the running total is re-read
+from every live storage's size after each operation.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class TensorMemory(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.live: dict[int, int] = {}
+        self.storages: dict[int, weakref.ref] = {}  # key -> storage, read back when sizes can change
+        self.resizable = False  # set when a sharded parameter is seen (the module docstring)
         self.current = 0
         self.peak = 0
 
@@ -52,26 +61,49 @@ class TensorMemory(TorchDispatchMode):
         return self
 
     def _add(self, tensor: torch.Tensor) -> None:
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(tensor, DTensor):
+            self.resizable = True
+            tensor = tensor._local_tensor
         if tensor.device.type == "meta":
             return
         storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key in self.live or storage.nbytes() == 0:
+        key = storage._cdata  # the storage itself: its data pointer moves (or is 0) when FSDP2 resizes it
+        if key in self.live or (storage.nbytes() == 0 and not self.resizable):
             return
         size = storage.nbytes()
         self.live[key] = size
+        self.storages[key] = weakref.ref(storage)
         self.current += size
         self.peak = max(self.peak, self.current)
         weakref.finalize(storage, self._free, key)
 
     def _free(self, key: int) -> None:
         self.current -= self.live.pop(key, 0)
+        self.storages.pop(key, None)
+
+    def _reread_sizes(self) -> None:
+        for key, ref in list(self.storages.items()):
+            storage = ref()
+            if storage is not None and key in self.live:
+                size = storage.nbytes()
+                self.current += size - self.live[key]
+                self.live[key] = size
+        self.peak = max(self.peak, self.current)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.resizable:
+            self._reread_sizes()  # a resize since the last operation (a layer's gathered weights freed)
         out = func(*args, **(kwargs or {}))
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
                 self._add(leaf)
+        if self.resizable:
+            for leaf in tree_leaves((args, kwargs)):  # out= buffers FSDP2 grew back before writing into them
+                if isinstance(leaf, torch.Tensor):
+                    self._add(leaf)
+            self._reread_sizes()
         return out
 
 

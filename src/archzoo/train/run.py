@@ -35,7 +35,8 @@ from ..models.decoder import build_model
 from ..models.hf import UnsupportedConfig, load_pretrained
 from ..models.hf.io import companion_files
 from . import data as data_mod
-from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
+from .distributed import parallel_run
 from .log import StepLog
 from .loop import Trainer
 from .memory import TensorMemory
@@ -63,6 +64,7 @@ class RunResult:
     method_name: str = "full"
     method_spec: dict = field(default_factory=dict)  # run.json's "method" (LoRA rank, prefix length, ...)
     notes: list[str] = field(default_factory=list)
+    world_size: int = 1  # processes that trained it (torchrun / --nproc)
 
 
 def build_source_model(source: dict, seed: int) -> nn.Module:
@@ -136,23 +138,25 @@ def train(
     out = Path(out)
     if text is not None and ids is not None:
         raise InputError("give text or ids, not both")
+    run = parallel_run(settings, method)  # one process, or this one's place among torchrun's
     check_output_folder(out, overwrite)
     if save is not None:
         check_output_folder(Path(save), overwrite, "--save")
     source_spec = describe_source(source)
-    model = build_source_model(source_spec, settings.seed)
+    model = run.build(source_spec, settings, method)
     data_spec = {"ids": str(Path(ids).resolve())} if ids is not None else {"text": str(Path(text or DEFAULT_CORPUS).resolve())}
     tokenizer_folder = source_spec.get("checkpoint")
     tokenizer, split, data_spec = load_data(data_spec, model.config.model.vocab_size, tokenizer_folder, settings)
     if settings.seq_len > model.config.model.max_seq_len:
         raise InputError(f"seq_len (--seq-len): {settings.seq_len} exceeds the config's max_seq_len {model.config.model.max_seq_len}")
-    method.prepare(model)
     if save is not None:
         method.check_save(model, Path(save))
-    trainer = Trainer(model, split, settings, method=method)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    trainer = Trainer(model, split, settings, method=method, parallel=run.parallel)
+    run.barrier()  # every process has checked the output folder before rank 0 replaces it
+    if run.parallel.is_main:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
     run_info = {
         "source": source_spec,
         "hf_architecture": getattr(model, "hf_architecture", None),
@@ -162,10 +166,12 @@ def train(
         "method": method.spec(),
         "save": str(Path(save).resolve()) if save is not None else None,
     }
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
-    if on_start is not None:
+    if run.parallel.is_main:
+        (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    run.barrier()  # the run folder exists before any process writes a checkpoint into it
+    if on_start is not None:  # on every process (a sharded model's forward needs them all)
         on_start(trainer)
-    return _run(out, trainer, tokenizer, run_info, [], stop_after, progress)
+    return _run(out, trainer, tokenizer, run_info, [], stop_after, progress, run)
 
 
 def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: bool = True) -> RunResult:
@@ -184,7 +190,8 @@ def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: b
     if not checkpoints:
         raise CheckpointError(f"--resume {out}: no checkpoint yet (the run stopped before its first save)")
     step, folder = checkpoints[-1]
-    model = build_source_model(info["source"], settings.seed)
+    run = parallel_run(settings, method)
+    model = run.build(info["source"], settings, method)
     if info.get("hf_architecture"):
         model.hf_architecture = info["hf_architecture"]
     tokenizer, split, data_spec = load_data(
@@ -192,24 +199,23 @@ def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: b
     )
     if data_spec["sha256"] != info["data"]["sha256"]:
         raise CheckpointError(f"--resume {out}: the training data changed since the run started ({info_path}: data)")
-    method.prepare(model)
-    trainer = Trainer(model, split, settings, method=method)
-    tensors, state = load_checkpoint(folder)
-    method.load_state_dict(model, tensors, str(folder / "model.safetensors"))
-    trainer.load_state(state)
+    trainer = Trainer(model, split, settings, method=method, parallel=run.parallel)
+    state = run.load_checkpoint(folder, trainer)
     if state.step != step:
         raise CheckpointError(f"{folder}/trainer.pt: holds step {state.step}, the folder name says {step}")
-    records = StepLog(out / "log.jsonl").truncate(step)
-    return _run(out, trainer, tokenizer, info, records, stop_after, progress)
+    records = StepLog(out / "log.jsonl").truncate(step) if run.parallel.is_main else []
+    run.barrier()
+    return _run(out, trainer, tokenizer, info, records, stop_after, progress, run)
 
 
-def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict], stop_after, progress) -> RunResult:
+def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict], stop_after, progress, run) -> RunResult:
     s = trainer.settings
+    main = run.parallel.is_main
     log = StepLog(out / "log.jsonl")
     title = f"{trainer.model.config.name}: {s.steps} steps of {s.tokens_per_step:,} tokens"
     elapsed = records[-1]["time"] if records else 0.0
     started = time.perf_counter() - elapsed
-    bar = progress_bar(s.steps, trainer.step, enabled=progress)
+    bar = progress_bar(s.steps, trainer.step, enabled=progress and main)
     finished = False
     try:
         measure_at = min(2, s.steps)  # the first step with AdamW's state; the same step in a resumed run
@@ -217,7 +223,9 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
             if trainer.step + 1 == measure_at:
                 with TensorMemory().track_training(trainer.model, trainer.optimizer) as memory:
                     record = trainer.train_step()
-                record["peak_tensor_bytes"] = memory.peak
+                record["peak_tensor_bytes"] = run.parallel.max_int(memory.peak)  # per process: the largest
+                if run.parallel.world > 1:
+                    record["world_size"] = run.parallel.world
             else:
                 record = trainer.train_step()
             step = record["step"]
@@ -228,14 +236,16 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
                     record["val_loss"] = val
                     record["val_ppl"] = math.exp(min(val, 700.0))
             record["time"] = time.perf_counter() - started
-            log.append(record)
+            if main:
+                log.append(record)
             records.append(record)
             bar.show(record)
             if last or (s.save_every and step % s.save_every == 0):
                 checkpoints = out / "checkpoints"
-                save_checkpoint(checkpoints / checkpoint_name(step), trainer.method.state_dict(trainer.model), trainer.state())
-                prune_checkpoints(checkpoints, s.keep_checkpoints)
-                plot_losses(records, out / "loss.png", title)
+                run.save_checkpoint(checkpoints / checkpoint_name(step), trainer)
+                if main:
+                    prune_checkpoints(checkpoints, s.keep_checkpoints)
+                    plot_losses(records, out / "loss.png", title)
             if stop_after is not None and step >= stop_after and not last:
                 break
         finished = trainer.step >= s.steps
@@ -244,18 +254,19 @@ def _run(out: Path, trainer: Trainer, tokenizer, info: dict, records: list[dict]
     result = RunResult(
         out, trainer.model, tokenizer, records, finished, data=trainer.data, settings=s,
         method_name=trainer.method.spec()["method"],
-        method_spec=trainer.method.spec(),
+        method_spec=trainer.method.spec(), world_size=run.parallel.world,
     )  # fmt: skip
-    if plot_losses(records, out / "loss.png", title) is None:
+    if main and plot_losses(records, out / "loss.png", title) is None:
         result.notes.append("loss.png not drawn: matplotlib is not installed (pip install 'archzoo[plot]')")
     if finished:
-        _save_artefacts(result, trainer, info)
+        result.model = run.gathered(trainer)  # the whole model, on rank 0 (None elsewhere); itself on one process
+        if main:
+            _save_artefacts(result, result.model, trainer.method, info)
+        run.barrier()
     return result
 
 
-def _save_artefacts(result: RunResult, trainer: Trainer, info: dict) -> None:
-
-    model, method = trainer.model, trainer.method
+def _save_artefacts(result: RunResult, model: nn.Module, method, info: dict) -> None:
     target = result.out / getattr(method, "artefact", "model")
     source = info["source"].get("checkpoint")  # fine-tuning: its tokenizer goes with the tuned weights
     companions = companion_files(Path(source)) if source else []
