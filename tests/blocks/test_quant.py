@@ -152,3 +152,43 @@ def test_quant_experts_equal_float_experts_with_dequantized_weights(mode):
         indices = torch.randint(0, 4, (tokens, 2))
         weights = torch.rand(tokens, 2)
         assert torch.equal(quantized(x, indices, weights), experts(x, indices, weights))
+
+
+# ---- symmetric int4 (ChatGLM-6B's INT4 form): W' = s (q - 8), s = max|w| / 7, no minimum ----
+
+
+def test_symmetric_int4_worked_example():
+    w = torch.tensor([[0.7, -0.38, 0.1, 0.0, -2.0, 1.1, 0.5, 0.0]])
+    layer = QuantizedWeight.from_weight(w, "int4", 4, symmetric=True)
+    # group 0: s = 0.7 / 7 = 0.1 -> q - 8 = 7, round(-3.8) = -4, 1, 0
+    # group 1: s = 2 / 7 -> -7, round(3.85) = 4, round(1.75) = 2, 0
+    assert torch.allclose(layer.scales, torch.tensor([[0.1, 2 / 7]]))
+    assert layer.codes().tolist() == [[15, 4, 9, 8, 1, 12, 10, 8]]
+    assert set(dict(layer.named_buffers())) == {"qweight", "scales"}  # no minimum stored
+    assert torch.allclose(layer.dequantize(), torch.tensor([[0.7, -0.4, 0.1, 0.0, -2.0, 8 / 7, 4 / 7, 0.0]]))
+
+
+@pytest.mark.parametrize("group_size", [32, None])
+def test_symmetric_int4_is_within_half_a_step_and_keeps_zero_rows(group_size):
+    w = torch.randn(24, 96, generator=torch.Generator().manual_seed(7))
+    w[3] = 0
+    layer = QuantizedWeight.from_weight(w, "int4", group_size, symmetric=True)
+    assert layer.group_size == (group_size or 96) and layer.scales.shape == (24, 96 // layer.group_size)
+    step = layer.scales.repeat_interleave(layer.group_size, dim=1)
+    error = (layer.dequantize() - w).abs()
+    assert (error <= step / 2 + 4 * EPS32 * w.abs().amax()).all() and (error > 0).any()
+    assert torch.equal(layer.dequantize()[3], torch.zeros(96))
+
+
+def test_symmetric_int4_storage_has_no_minimums():
+    # [24, 96], one group per row: 24 x 48 code bytes + 24 bf16 scales
+    assert QuantizedWeight.storage_bytes((24, 96), "int4", None, torch.bfloat16, symmetric=True) == 24 * 48 + 24 * 2
+    layer = QuantizedWeight((24, 96), "int4", None, torch.bfloat16, symmetric=True)
+    assert sum(t.numel() * t.element_size() for t in layer.buffers()) == 24 * 48 + 24 * 2
+
+
+def test_symmetric_int4_embedding_rows():
+    table = QuantizedWeight.from_weight(torch.randn(50, 16, generator=torch.Generator().manual_seed(8)), "int4", 8,
+                                        symmetric=True)
+    ids = torch.tensor([[3, 0, 49]])
+    assert torch.equal(QuantEmbedding(table)(ids), F.embedding(ids, table.dequantize()))

@@ -12,7 +12,7 @@ from torch import nn
 import archzoo
 from archzoo.blocks.quant import QuantLinear
 from archzoo.fast import quant as fast_quant
-from archzoo.fast.quant import FastQuantLinear, kernel_path, kernel_works
+from archzoo.fast.quant import FastQuantLinear, kernel_fits, kernel_is_faster, kernel_path, kernel_works
 
 
 def _layers(mode: str, dtype: torch.dtype, in_features: int = 256, out_features: int = 64, group_size: int = 64):
@@ -35,11 +35,11 @@ def test_packed_kernel_equals_dequantize_path(mode, dtype):
     reference, fast = _layers(mode, dtype)
     x = torch.randn(5, 256).to(dtype)
     want = reference(x).float()
-    got = fast(x).float()
     if not kernel_works(mode, dtype):
-        assert torch.equal(got, want)  # no kernel here: the reference forward itself
+        assert torch.equal(fast(x).float(), want)  # no kernel here: the reference forward itself
         return
-    assert kernel_path(fast, dtype) == ("int8pack_mm" if mode == "int8" else "int4pack_mm")
+    assert kernel_fits(fast, dtype)
+    got = fast.kernel_forward(x).float()  # the kernel, whether or not the timing probe chose it
     # float32: 256-term dot products, |x w| <= ~4 x 0.06: the kernels sum in another order
     # (and int4 folds the minimum as z = m + 8 s), ~256 eps |sum| ~ 1e-5; bf16 outputs are
     # rounded to 8 significant bits by either path: 2^-7 of the largest output
@@ -95,3 +95,43 @@ def test_use_implementation_switches_quantized_layers_both_ways():
     assert type(model.layers[0].attn.q_proj) is QuantLinear
     use_implementation(model, "fast")
     assert type(model.layers[0].attn.q_proj) is FastQuantLinear
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("faster", [True, False])
+def test_the_kernel_runs_only_where_the_timing_probe_found_it_faster(mode, faster, monkeypatch):
+    reference, fast = _layers(mode, torch.float32)
+    assert kernel_fits(fast, torch.float32)  # torch 2.13 ships both kernels (test above)
+    monkeypatch.setattr(fast_quant, "kernel_is_faster", lambda m, d: faster)
+    x = torch.randn(3, 256)
+    if faster:
+        assert kernel_path(fast, torch.float32) == ("int8pack_mm" if mode == "int8" else "int4pack_mm")
+        assert torch.equal(fast(x), fast.kernel_forward(x))
+    else:
+        assert kernel_path(fast, torch.float32) == "dequantize"
+        assert torch.equal(fast(x), reference(x))  # the dequantize path itself, bit for bit
+
+
+def test_the_timing_probe_answers_once_per_mode_and_dtype():
+    kernel_is_faster.cache_clear()
+    first = kernel_is_faster("int8", torch.bfloat16)
+    assert isinstance(first, bool) and kernel_is_faster("int8", torch.bfloat16) is first
+    assert kernel_is_faster.cache_info().hits == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_symmetric_per_row_int4_runs_on_the_kernel_with_repeated_scales(dtype):
+    # ChatGLM-6B's int4 form: one symmetric group per 256-wide row; the kernel is handed groups
+    # of 256 (its largest), the same (s, z = 0) for each
+    torch.manual_seed(0)
+    linear = nn.Linear(512, 64, bias=True).to(dtype)
+    reference = QuantLinear.from_linear(linear, "int4", None, symmetric=True)
+    fast = FastQuantLinear.from_linear(linear, "int4", None, symmetric=True)
+    assert fast.group_size == 512 and fast_quant.int4_kernel_group(fast) == 256
+    assert kernel_fits(fast, dtype)
+    x = torch.randn(4, 512).to(dtype)
+    want, got = reference(x).float(), fast.kernel_forward(x).float()
+    # as in test_packed_kernel_equals_dequantize_path, for 512-term sums
+    scale = want.abs().max().item()
+    tolerance = 2e-5 * max(scale, 1.0) if dtype == torch.float32 else 2.0**-7 * scale
+    assert torch.allclose(got, want, atol=tolerance, rtol=0)

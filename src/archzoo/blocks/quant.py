@@ -18,7 +18,14 @@ dims along each row (columns k g .. (k+1) g - 1; a last group may be shorter):
     q_ij  = round((W_ij - m_ik) / s_ik)         in [0, 15], two per byte (even column: low nibble)
     W'_ij = s_ik q_ij + m_ik                    |W_ij - W'_ij| <= s_ik / 2
 
-Why asymmetric for int4: with only 16 levels, a symmetric grid (s = max|w| / 7,
+int4, symmetric (``symmetric=True``; ChatGLM-6B's released INT4 form, there one group
+per row, ``group_size=None``): no minimum, the zero of the grid is code 8:
+
+    s_ik  = max_{j in group k} |W_ij| / 7
+    q_ij  = round(W_ij / s_ik) + 8              in [1, 15] (a loaded checkpoint may hold 0, i.e. -8)
+    W'_ij = s_ik (q_ij - 8)                     |W_ij - W'_ij| <= s_ik / 2
+
+Why asymmetric for int4 by default: with only 16 levels, a symmetric grid (s = max|w| / 7,
 codes -7..7) spends its levels on [-max|w|, max|w|] even when a group is
 skewed, and leaves the 16th code unused; min-max spreads all 16 codes over
 the range the group actually spans, a step of range/15 against 2 max|w|/7,
@@ -37,7 +44,8 @@ q is computed against the stored, rounded scale, so W' is exactly what the
 stored numbers say. Biases, when a layer has one, stay float.
 
 Storage per weight ``[out, in]``: int8 ``out x in`` bytes + ``out`` scales;
-int4 ``out x ceil(in / 2)`` bytes + ``2 x out x ceil(in / g)`` floats.
+int4 ``out x ceil(in / 2)`` bytes + ``2 x out x ceil(in / g)`` floats (symmetric: ``out x ceil(in / g)``).
+``group_size=None`` (int4) means one group per row, g = in.
 ``QuantizedWeight.storage_bytes`` says it without building anything, and
 ``inspect/memory.py`` counts with it.
 """
@@ -83,6 +91,20 @@ def quantize_int4(
     return pack_int4(q.clamp_(0, 15).to(torch.uint8)), scales, mins
 
 
+def quantize_int4_symmetric(
+    weight: torch.Tensor, group_size: int, scale_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed uint8 ``[..., out, ceil(in/2)]``, s ``[..., out, groups]``) with W ~ s (q - 8) per group."""
+    w = weight.float()
+    columns = w.shape[-1]
+    groups = math.ceil(columns / group_size)
+    blocks = F.pad(w, (0, groups * group_size - columns)).unflatten(-1, (groups, group_size))  # zero pad: |0| adds nothing
+    scales = (blocks.abs().amax(dim=-1) / 7).to(scale_dtype)
+    scales = torch.where(scales == 0, torch.ones_like(scales), scales)  # a zero group: q = 8, W' = 0
+    q = torch.round(w / expand_groups(scales, group_size, columns)).clamp_(-7, 7) + 8
+    return pack_int4(q.to(torch.uint8)), scales
+
+
 def expand_groups(values: torch.Tensor, group_size: int, columns: int) -> torch.Tensor:
     """Per-group values ``[..., groups]`` -> per-column ``[..., columns]`` (float32)."""
     return values.float().repeat_interleave(group_size, dim=-1)[..., :columns]
@@ -102,36 +124,45 @@ def unpack_int4(packed: torch.Tensor, columns: int) -> torch.Tensor:
 
 class QuantizedWeight(nn.Module):
     """A weight ``[..., out, in]`` held as integers and scales (buffers ``qweight``, ``scales``, and for
-    int4 ``mins``); ``dequantize()`` gives W', ``self[e]`` the matrix of leading index e (stacked experts)."""
+    min-max int4 ``mins``); ``dequantize()`` gives W', ``self[e]`` the matrix of leading index e (stacked experts).
 
-    def __init__(self, shape: tuple[int, ...], mode: str, group_size: int, scale_dtype: torch.dtype, device=None):
+    group_size: int4 input dims per group (None: one group per row). symmetric: int4 without
+    minimums, W' = s (q - 8) (int8 is always symmetric)."""
+
+    def __init__(self, shape: tuple[int, ...], mode: str, group_size: int | None, scale_dtype: torch.dtype, device=None,
+                 *, symmetric: bool = False):
         super().__init__()
         if mode not in BITS:
             raise ValueError(f"mode must be one of {tuple(BITS)}, got {mode!r}")
         self.shape, self.mode = tuple(shape), mode
         self.out_features, self.in_features = shape[-2], shape[-1]
-        self.group_size = self.in_features if mode == "int8" else min(group_size, self.in_features)
-        for name, (size, dtype) in self.buffer_shapes(shape, mode, self.group_size, scale_dtype).items():
+        self.group_size = self.in_features if mode == "int8" else min(group_size or self.in_features, self.in_features)
+        self.symmetric = mode == "int8" or bool(symmetric)
+        for name, (size, dtype) in self.buffer_shapes(shape, mode, self.group_size, scale_dtype, self.symmetric).items():
             self.register_buffer(name, torch.empty(size, dtype=dtype, device=device))
 
     @staticmethod
-    def buffer_shapes(shape, mode: str, group_size: int, scale_dtype: torch.dtype) -> dict[str, tuple[tuple, torch.dtype]]:
+    def buffer_shapes(shape, mode: str, group_size: int | None, scale_dtype: torch.dtype,
+                      symmetric: bool = False) -> dict[str, tuple[tuple, torch.dtype]]:
         """Name -> (shape, dtype) of every stored tensor (the one place the layout is written down)."""
         *lead, rows, columns = shape
         if mode == "int8":
             return {"qweight": ((*lead, rows, columns), torch.int8), "scales": ((*lead, rows), scale_dtype)}
-        groups = math.ceil(columns / min(group_size, columns))
-        return {
+        groups = math.ceil(columns / min(group_size or columns, columns))
+        shapes = {
             "qweight": ((*lead, rows, math.ceil(columns / 2)), torch.uint8),
             "scales": ((*lead, rows, groups), scale_dtype),
-            "mins": ((*lead, rows, groups), scale_dtype),
         }
+        if not symmetric:
+            shapes["mins"] = ((*lead, rows, groups), scale_dtype)
+        return shapes
 
     @classmethod
-    def storage_bytes(cls, shape, mode: str, group_size: int, scale_dtype: torch.dtype) -> int:
+    def storage_bytes(cls, shape, mode: str, group_size: int | None, scale_dtype: torch.dtype, symmetric: bool = False) -> int:
         """Bytes the quantized form of a weight of ``shape`` stores."""
         return sum(
-            math.prod(size) * dtype.itemsize for size, dtype in cls.buffer_shapes(shape, mode, group_size, scale_dtype).values()
+            math.prod(size) * dtype.itemsize
+            for size, dtype in cls.buffer_shapes(shape, mode, group_size, scale_dtype, symmetric).values()
         )
 
     @torch.no_grad()
@@ -142,6 +173,9 @@ class QuantizedWeight(nn.Module):
         if self.mode == "int8":
             q, scales = quantize_int8(weight, self.scales.dtype)
             self.qweight.copy_(q)
+        elif self.symmetric:
+            q, scales = quantize_int4_symmetric(weight, self.group_size, self.scales.dtype)
+            self.qweight.copy_(q)
         else:
             q, scales, mins = quantize_int4(weight, self.group_size, self.scales.dtype)
             self.qweight.copy_(q)
@@ -150,8 +184,8 @@ class QuantizedWeight(nn.Module):
         return self
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, mode: str, group_size: int) -> QuantizedWeight:
-        module = cls(tuple(weight.shape), mode, group_size, weight.dtype, device=weight.device)
+    def from_weight(cls, weight: torch.Tensor, mode: str, group_size: int | None, *, symmetric: bool = False) -> QuantizedWeight:
+        module = cls(tuple(weight.shape), mode, group_size, weight.dtype, device=weight.device, symmetric=symmetric)
         return module.set_weight(weight)
 
     def codes(self) -> torch.Tensor:
@@ -159,20 +193,15 @@ class QuantizedWeight(nn.Module):
         return self.qweight if self.mode == "int8" else unpack_int4(self.qweight, self.in_features)
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """W' = s q (int8) or s q + m (int4), computed in float32, returned in ``dtype`` (default: the scales')."""
-        q = self.codes().float()
-        if self.mode == "int8":
-            w = q * self.scales.float().unsqueeze(-1)
-        else:
-            g, n = self.group_size, self.in_features
-            w = q * expand_groups(self.scales, g, n) + expand_groups(self.mins, g, n)
-        return w.to(dtype or self.scales.dtype)
+        """W' = s q (int8), s q + m (int4) or s (q - 8) (symmetric int4), computed in float32,
+        returned in ``dtype`` (default: the scales')."""
+        return dequantize_rows(self, dict(self.named_buffers(recurse=False))).to(dtype or self.scales.dtype)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         """W' of the matrix at leading index ``index`` (expert e of a stack), dequantizing only that one."""
         part = QuantizedWeight.__new__(QuantizedWeight)
         nn.Module.__init__(part)
-        part.shape, part.mode = self.shape[1:], self.mode
+        part.shape, part.mode, part.symmetric = self.shape[1:], self.mode, self.symmetric
         part.out_features, part.in_features, part.group_size = self.out_features, self.in_features, self.group_size
         for name, buffer in self.named_buffers(recurse=False):
             part.register_buffer(name, buffer[index])
@@ -184,24 +213,25 @@ class QuantizedWeight(nn.Module):
         return self.scales.dtype
 
     def extra_repr(self) -> str:
-        group = f", group_size={self.group_size}" if self.mode == "int4" else ""
+        group = f", group_size={self.group_size}{', symmetric' * self.symmetric}" if self.mode == "int4" else ""
         return f"shape={list(self.shape)}, mode={self.mode}{group}, scale_dtype={self.scales.dtype}"
 
 
 class QuantLinear(QuantizedWeight):
     """y = x W'^T + b with W' dequantized from ``qweight`` / ``scales`` (/ ``mins``) on every call."""
 
-    def __init__(self, in_features: int, out_features: int, mode: str, group_size: int = 128, *,
-                 bias: bool = False, scale_dtype: torch.dtype = torch.float32, device=None):
-        super().__init__((out_features, in_features), mode, group_size, scale_dtype, device=device)
+    def __init__(self, in_features: int, out_features: int, mode: str, group_size: int | None = 128, *,
+                 bias: bool = False, scale_dtype: torch.dtype = torch.float32, device=None, symmetric: bool = False):
+        super().__init__((out_features, in_features), mode, group_size, scale_dtype, device=device, symmetric=symmetric)
         self.bias = nn.Parameter(torch.empty(out_features, dtype=scale_dtype, device=device)) if bias else None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, mode: str, group_size: int, weight: torch.Tensor | None = None) -> QuantLinear:
+    def from_linear(cls, linear: nn.Linear, mode: str, group_size: int | None, weight: torch.Tensor | None = None,
+                    *, symmetric: bool = False) -> QuantLinear:
         """The quantized form of ``linear`` (of ``weight`` in its place, if given: a NormHead's normalised rows)."""
         weight = linear.weight if weight is None else weight
         module = cls(linear.in_features, linear.out_features, mode, group_size, bias=linear.bias is not None,
-                     scale_dtype=weight.dtype, device=weight.device)
+                     scale_dtype=weight.dtype, device=weight.device, symmetric=symmetric)
         module.set_weight(weight)
         if linear.bias is not None:
             module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
@@ -234,9 +264,16 @@ class QuantEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         t = self.table
-        rows = {name: buffer[ids] for name, buffer in t.named_buffers(recurse=False)}
-        q = rows["qweight"] if t.mode == "int8" else unpack_int4(rows["qweight"], t.in_features)
-        if t.mode == "int8":
-            return (q.float() * rows["scales"].float().unsqueeze(-1)).to(t.dtype)
-        g, n = t.group_size, t.in_features
-        return (q.float() * expand_groups(rows["scales"], g, n) + expand_groups(rows["mins"], g, n)).to(t.dtype)
+        return dequantize_rows(t, {name: buffer[ids] for name, buffer in t.named_buffers(recurse=False)}).to(t.dtype)
+
+
+def dequantize_rows(layout: QuantizedWeight, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+    """W' (float32) of stored tensors ``rows`` (``qweight``, ``scales``, ``mins``: all of a weight's,
+    or some rows of them) laid out as ``layout`` says (mode, group size, symmetric)."""
+    if layout.mode == "int8":
+        return rows["qweight"].float() * rows["scales"].float().unsqueeze(-1)
+    g, n = layout.group_size, layout.in_features
+    q = unpack_int4(rows["qweight"], n).float()
+    if layout.symmetric:
+        return (q - 8) * expand_groups(rows["scales"], g, n)
+    return q * expand_groups(rows["scales"], g, n) + expand_groups(rows["mins"], g, n)

@@ -23,11 +23,11 @@ from .quant import QuantizedWeight
 class QuantStackedExperts(StackedExperts):
     """``StackedExperts`` whose ``gate_up_proj`` / ``down_proj`` are ``QuantizedWeight`` modules."""
 
-    def __init__(self, experts: StackedExperts, mode: str, group_size: int):
+    def __init__(self, experts: StackedExperts, mode: str, group_size: int | None, *, symmetric: bool = False):
         nn.Module.__init__(self)
         self.n_experts, self.d_model, self.hidden = experts.n_experts, experts.d_model, experts.hidden
-        self.gate_up_proj = QuantizedWeight.from_weight(experts.gate_up_proj.detach(), mode, group_size)
-        self.down_proj = QuantizedWeight.from_weight(experts.down_proj.detach(), mode, group_size)
+        self.gate_up_proj = QuantizedWeight.from_weight(experts.gate_up_proj.detach(), mode, group_size, symmetric=symmetric)
+        self.down_proj = QuantizedWeight.from_weight(experts.down_proj.detach(), mode, group_size, symmetric=symmetric)
         self.use_grouped_mm = False  # grouped_mm takes float weights; the loop dequantizes chosen experts only
 
     def init_weights(self, std: float) -> None:

@@ -7,7 +7,10 @@ every weight. torch ships kernels that multiply by the integers directly:
 int8  ``torch._weight_int8pack_mm(x [M, K], q int8 [N, K], s [N])`` = x (s q)^T:
       the reference's own buffers, nothing converted or copied.
 int4  ``torch._weight_int4pack_mm_for_cpu(x, packed, g, sz [K/g, N, 2])`` with
-      W' = s (q - 8) + z: the reference's s q + m with z = m + 8 s; the codes
+      W' = s (q - 8) + z: the reference's s q + m with z = m + 8 s (symmetric int4:
+      z = 0); a group the kernel does not take (ChatGLM-6B's whole rows) that is a
+      multiple of one it does is handed over as that smaller group, its (s, z)
+      repeated; the codes
       repacked once by ``torch._convert_weight_to_int4pack_for_cpu(q int32 [N, K], 1)``
       into the kernel's tiled layout (kept beside the reference's nibbles, which
       ``state_dict`` and saving read: so int4 holds its codes twice on this path).
@@ -19,12 +22,23 @@ used only if it runs and matches the dequantize-and-matmul result; anything
 else (a missing op, an error, a mismatch, a shape the kernel does not take:
 int4 needs K a multiple of g, g in 32/64/128/256, N a multiple of 16) runs
 the reference forward, so a missing kernel never changes a result beyond
-float rounding. ``kernel_path(module, dtype)`` says which path a layer takes.
+float rounding.
+
+Working is not enough: the kernel must also be faster. With bfloat16
+activations it is, by far; with float32 ones torch's kernels were measured
+slower than dequantize-and-matmul (bench_quant on a 2-core Zen 5, last
+session: 16.98 against 11.98 ms per decoded token), and by how much depends
+on the CPU. So a second probe, once per mode and dtype, times both paths on a
+batch-1 product with a 1024 x 1024 weight (the decode case; best of 7
+interleaved rounds each) and the kernel runs only where it won.
+``kernel_path(module, dtype)`` says which path a layer takes; ``kernel_forward``
+runs the kernel whatever the timing probe says (the equality tests call it).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +60,22 @@ def _int4_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, scale_zeros
     return torch._weight_int4pack_mm_for_cpu(x, packed, group_size, scale_zeros)
 
 
+def int4_kernel_group(layer: QuantLinear) -> int | None:
+    """The group size the int4 kernel is given for ``layer``: its own if the kernel takes it, else
+    the largest one the kernel takes that divides it (the scales then repeat); None if none does."""
+    if layer.in_features % layer.group_size:
+        return None
+    return next((g for g in sorted(INT4_GROUP_SIZES, reverse=True) if layer.group_size % g == 0), None)
+
+
 def int4_scale_zeros(layer: QuantLinear, dtype: torch.dtype) -> torch.Tensor:
-    """``[groups, N, 2]``: (s, z = m + 8 s) per group and row, the int4 kernel's form of (s, m)."""
-    scales, mins = layer.scales.float(), layer.mins.float()
-    return torch.stack((scales, mins + 8 * scales), dim=-1).transpose(0, 1).contiguous().to(dtype)
+    """``[groups, N, 2]``: (s, z = m + 8 s, or 0 when symmetric) per kernel group and row, the
+    int4 kernel's form of (s, m)."""
+    scales = layer.scales.float()
+    zeros = torch.zeros_like(scales) if layer.symmetric else layer.mins.float() + 8 * scales
+    repeat = layer.group_size // int4_kernel_group(layer)
+    pairs = torch.stack((scales, zeros), dim=-1).repeat_interleave(repeat, dim=1)
+    return pairs.transpose(0, 1).contiguous().to(dtype)
 
 
 @functools.cache
@@ -70,18 +96,42 @@ def kernel_works(mode: str, dtype: torch.dtype) -> bool:
     return got.shape == want.shape and bool(torch.allclose(got.float(), want, atol=tolerance, rtol=0))
 
 
-def kernel_path(layer: QuantLinear, dtype: torch.dtype) -> str:
-    """The path ``layer`` takes for inputs of ``dtype``: ``int8pack_mm``, ``int4pack_mm`` or ``dequantize``."""
+@functools.cache
+def kernel_is_faster(mode: str, dtype: torch.dtype) -> bool:
+    """Whether the ``mode`` kernel beats dequantize-and-matmul here for ``dtype`` on a batch-1 product
+    with a 1024 x 1024 weight (best of 7 interleaved timings each; see the module docstring)."""
+    generator = torch.Generator().manual_seed(0)
+    layer = FastQuantLinear.from_linear(
+        torch.nn.Linear(1024, 1024, bias=False), mode, 128, (torch.randn(1024, 1024, generator=generator) / 32).to(dtype))
+    x = torch.randn(1, 1024, generator=generator).to(dtype)
+    paths = {"kernel": layer.kernel_forward, "dequantize": lambda v: QuantLinear.forward(layer, v)}
+    best = dict.fromkeys(paths, float("inf"))
+    with torch.inference_mode():
+        for run in paths.values():
+            run(x)  # warm-up (int4 repacks once)
+        for _ in range(7):
+            for name, run in paths.items():
+                start = time.perf_counter()
+                run(x)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best["kernel"] < best["dequantize"]
+
+
+def kernel_fits(layer: QuantLinear, dtype: torch.dtype) -> bool:
+    """Whether torch's kernel for ``layer``'s mode works here and takes this layer and ``dtype``."""
     if layer.qweight.device.type != "cpu" or layer.scales.dtype != dtype:
-        return "dequantize"
+        return False
     if layer.mode == "int8":
-        return "int8pack_mm" if kernel_works("int8", dtype) else "dequantize"
-    fits = (
-        layer.in_features % layer.group_size == 0
-        and layer.group_size in INT4_GROUP_SIZES
-        and layer.out_features % 16 == 0
-    )
-    return "int4pack_mm" if fits and kernel_works("int4", dtype) else "dequantize"
+        return kernel_works("int8", dtype)
+    return int4_kernel_group(layer) is not None and layer.out_features % 16 == 0 and kernel_works("int4", dtype)
+
+
+def kernel_path(layer: QuantLinear, dtype: torch.dtype) -> str:
+    """The path ``layer`` takes for inputs of ``dtype``: ``int8pack_mm`` or ``int4pack_mm`` where the
+    kernel fits and was measured faster here, else ``dequantize``."""
+    if not (kernel_fits(layer, dtype) and kernel_is_faster(layer.mode, dtype)):
+        return "dequantize"
+    return "int8pack_mm" if layer.mode == "int8" else "int4pack_mm"
 
 
 class FastQuantLinear(QuantLinear):
@@ -100,7 +150,7 @@ class FastQuantLinear(QuantLinear):
             if x.dtype not in cache:  # repacked once per dtype (the codes are fixed once quantized)
                 cache[x.dtype] = (_int4_pack(self.codes()), int4_scale_zeros(self, x.dtype))
             packed, scale_zeros = cache[x.dtype]
-            y = _int4_mm(rows, packed, self.group_size, scale_zeros)
+            y = _int4_mm(rows, packed, int4_kernel_group(self), scale_zeros)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.view(*x.shape[:-1], self.out_features)

@@ -4,7 +4,8 @@ A quantized folder is the float model's ``config.json`` (the architecture's
 own fields, so ``load_pretrained`` knows the family and sizes) plus
 
     "quantization_config": {"quant_method": "archzoo", "mode": "int8" | "int4",
-                            "group_size": g (int4) | null, "skip": [...], "embeddings": bool,
+                            "group_size": g (int4; null: one group per row) | null, "skip": [...],
+                            "embeddings": bool, "symmetric": true (int4 without mins; absent: false),
                             "layout": "..."}
 
 and ``model.safetensors`` holding ``model.state_dict()`` under archzoo's module
@@ -15,7 +16,8 @@ entry per stored tensor:
     <linear>.qweight   int8 [out, in]                   (int8)
                        uint8 [out, ceil(in / 2)]        (int4: column 2j low nibble, 2j+1 high)
     <linear>.scales    float [out] (int8) | [out, ceil(in / g)] (int4)
-    <linear>.mins      float [out, ceil(in / g)]        (int4 only: W' = scales q + mins)
+    <linear>.mins      float [out, ceil(in / g)]        (min-max int4 only: W' = scales q + mins;
+                                                        symmetric int4: W' = scales (q - 8), no mins)
     <linear>.bias      float [out]                      (when the layer has one)
     <experts>.gate_up_proj.qweight / .scales / .mins    the same, with a leading expert dim
     everything else    as the float model stores it (embedding, norms, router, skipped layers)
@@ -66,15 +68,23 @@ def load_quantized(cfg: Config, hf_config: dict, state: dict[str, torch.Tensor],
     q = hf_config["quantization_config"]
     if q.get("quant_method") != "archzoo" or q.get("mode") not in ("int8", "int4"):
         raise CheckpointError(f"{where}: not archzoo's weight-only layout (quant_method 'archzoo', mode int8|int4)")
+    return adopt_quantized(cfg, q, state, folder, where)
+
+
+def adopt_quantized(cfg: Config, q: dict, state: dict[str, torch.Tensor], folder: Path, where: str) -> CausalLM:
+    """The model of ``cfg`` quantized by recipe ``q`` (``quantize``'s arguments: mode, group_size, skip,
+    embeddings, symmetric) holding ``state`` (archzoo's names), every key, shape and integer dtype
+    checked; errors name ``folder``'s weights and ``where`` the recipe came from."""
     with torch.device("meta"):
         model = CausalLM(cfg)
-    quantize(model, q["mode"], q.get("group_size") or 128, tuple(q.get("skip", ())),
-             embeddings=bool(q.get("embeddings")), implementation="reference")  # load_pretrained picks the form
+    group_size = q.get("group_size") if q["mode"] == "int4" else 128  # int4 null: one group per row
+    quantize(model, q["mode"], group_size, tuple(q.get("skip", ())), embeddings=bool(q.get("embeddings")),
+             symmetric=bool(q.get("symmetric")), implementation="reference")  # load_pretrained picks the form
     expected = set(quantized_state(model))
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise CheckpointError(
-            f"{folder}/model.safetensors: does not match {where} (missing {sorted(missing)[:5]}, "
+            f"{folder}: weights do not match {where} (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]})"
         )
     shapes = model.state_dict()

@@ -40,12 +40,13 @@ LINEAR_KINDS = {"reference": QuantLinear, "fast": FastQuantLinear}
 """``implementation`` -> the quantized linear layer's class."""
 
 
-def check_arguments(mode: str, group_size: int, skip) -> tuple[str, ...]:
+def check_arguments(mode: str, group_size: int | None, skip) -> tuple[str, ...]:
     """Validate ``quantize``'s arguments (InputError naming the argument); returns ``skip`` as a tuple."""
     if mode not in BITS:
         raise InputError(f"mode: must be one of {', '.join(BITS)}, got {mode!r}")
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
-        raise InputError(f"group_size: must be a positive integer (input dims per int4 scale), got {group_size!r}")
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
+        raise InputError(f"group_size: must be a positive integer (input dims per int4 scale) or None (one group "
+                         f"per row), got {group_size!r}")
     if isinstance(skip, str):
         skip = (skip,)
     if not isinstance(skip, Sequence) or not all(isinstance(name, str) and name for name in skip):
@@ -71,8 +72,9 @@ def conversion_targets(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[st
     ]
 
 
-def planned_weight_bytes(model: nn.Module, mode: str, group_size: int = 128, skip: Sequence[str] = ("lm_head",)) -> int:
-    """``stored_weight_bytes`` of ``quantize(model, mode, group_size, skip)`` (embeddings float),
+def planned_weight_bytes(model: nn.Module, mode: str, group_size: int | None = 128, skip: Sequence[str] = ("lm_head",),
+                         *, symmetric: bool = False) -> int:
+    """``stored_weight_bytes`` of ``quantize(model, mode, group_size, skip, symmetric=)`` (embeddings float),
     worked out from the float model's shapes without converting anything (``model`` may be on meta)."""
     tensors = {id(p): p.numel() * p.element_size() for p in model.parameters()}
     embed_weight = getattr(getattr(model, "embed", None), "weight", None)
@@ -81,7 +83,8 @@ def planned_weight_bytes(model: nn.Module, mode: str, group_size: int = 128, ski
         for weight in weights:
             if weight is not embed_weight:  # a tied head quantized: the float embedding stays as well
                 tensors.pop(id(weight), None)
-            tensors[("quantized", id(weight))] = QuantizedWeight.storage_bytes(tuple(weight.shape), mode, group_size, weight.dtype)
+            tensors[("quantized", id(weight))] = QuantizedWeight.storage_bytes(
+                tuple(weight.shape), mode, group_size, weight.dtype, symmetric)
     return sum(tensors.values())
 
 
@@ -92,17 +95,20 @@ def is_quantized(model: nn.Module) -> bool:
 def quantize(
     model: nn.Module,
     mode: str = "int8",
-    group_size: int = 128,
+    group_size: int | None = 128,
     skip: Sequence[str] = ("lm_head",),
     *,
     embeddings: bool = False,
+    symmetric: bool = False,
     implementation: str | None = None,
 ) -> nn.Module:
     """Quantize ``model``'s weights in place (see the module docstring) and return it.
 
     mode: ``"int8"`` (per output channel) or ``"int4"`` (groups of ``group_size`` input dims;
     a layer narrower than ``group_size`` has one group per row, and a last group may be
-    shorter when ``group_size`` does not divide the width). skip: module names or dotted
+    shorter when ``group_size`` does not divide the width; None: one group per row).
+    symmetric: int4 without minimums, W' = s (q - 8), s = max|w| / 7 per group (ChatGLM-6B's
+    INT4 form; int8 is symmetric anyway). skip: module names or dotted
     ends of module paths left float. embeddings: quantize the token embedding too.
     implementation: ``"fast"`` (torch's packed int8 / int4 CPU kernels where they exist and
     agree, ``fast/quant.py``) or ``"reference"`` (dequantize and matmul, ``blocks/quant.py``);
@@ -128,18 +134,21 @@ def quantize(
     tied = embed is not None and head is not None and head.weight is embed.weight
     for name, module in conversion_targets(model, skip):
         if isinstance(module, StackedExperts):
-            _replace(model, name, QuantStackedExperts(module, mode, group_size))
+            _replace(model, name, QuantStackedExperts(module, mode, group_size, symmetric=symmetric))
         else:
             weight = F.normalize(module.weight.detach(), dim=-1, eps=1e-12) if isinstance(module, NormHead) else None
-            _replace(model, name, linear_kind.from_linear(module, mode, group_size, weight))
+            _replace(model, name, linear_kind.from_linear(module, mode, group_size, weight, symmetric=symmetric))
     if embeddings and embed is not None and not _skipped("embed", skip):
         new_head = getattr(model, "lm_head", None)
         if tied and isinstance(new_head, QuantLinear):
             model.embed = QuantEmbedding(new_head)  # one stored table, as the float model had
         else:
-            model.embed = QuantEmbedding(QuantizedWeight.from_weight(embed.weight.detach(), mode, group_size))
+            model.embed = QuantEmbedding(QuantizedWeight.from_weight(embed.weight.detach(), mode, group_size,
+                                                                     symmetric=symmetric))
     model.quantization = {"mode": mode, "group_size": group_size if mode == "int4" else None,
                           "skip": list(skip), "embeddings": bool(embeddings)}
+    if mode == "int4" and symmetric:  # recorded only when set: older folders and int8 read as before
+        model.quantization["symmetric"] = True
     return model
 
 
