@@ -10,7 +10,7 @@ import json
 
 from ..config import Config
 from ..inspect import BYTES_PER_VALUE, COMPONENTS, MemoryReport, ParamReport, count_params, estimate_memory
-from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config
+from ..models.hf.config_json import CONFIG_ARGUMENT_HELP, load_any_config, quantization_recipe
 from .argtypes import dtype_name, positive_int
 from .table import format_table, human
 
@@ -47,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_any_config(args.name)
     report = count_params(cfg)
-    memory = estimate_memory(cfg, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, params=report)
+    recipe = quantization_recipe(args.name) or {}  # a quantized checkpoint's int4 figure is its own layout's
+    group = recipe.get("group_size", 128) if recipe.get("mode") == "int4" else 128
+    memory = estimate_memory(cfg, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, params=report,
+                             group_size=group, symmetric=bool(recipe.get("symmetric")))
     if args.json:
         print(json.dumps({**report.to_dict(), "memory": memory.to_dict()}, indent=2))
         return 0

@@ -92,8 +92,9 @@ QUANTIZED_DTYPES = ("int8", "int4")
 """Weight-only modes of ``archzoo.quantize``: their weight figure is the quantized model's, their cache bf16."""
 
 
-def quantized_weight_bytes(cfg: Config, params: int, group_size: int = 128) -> dict[str, int]:
-    """Mode -> bytes ``archzoo.quantize(model, mode, group_size)`` leaves in a bf16 model of ``cfg``.
+def quantized_weight_bytes(cfg: Config, params: int, group_size: int | None = 128, symmetric: bool = False) -> dict[str, int]:
+    """Mode -> bytes ``archzoo.quantize(model, mode, group_size, symmetric=)`` leaves in a bf16 model of ``cfg``
+    (a float16 one, as ChatGLM-6B's INT4 / INT8 checkpoints are, has the same bytes).
 
     Worked out from the block's own layout (``QuantizedWeight.buffer_shapes``) on one ``meta``
     layer per distinct layer plan, times how many layers share it; everything outside the
@@ -114,7 +115,7 @@ def quantized_weight_bytes(cfg: Config, params: int, group_size: int = 128) -> d
             layer = DecoderLayer(cfg, plan).to(torch.bfloat16)
             layer_params += count * sum(p.numel() for p in layer.parameters())
             for mode in QUANTIZED_DTYPES:
-                totals[mode] += count * planned_weight_bytes(layer, mode, group_size, skip=())
+                totals[mode] += count * planned_weight_bytes(layer, mode, group_size, skip=(), symmetric=symmetric)
     return {mode: total + 2 * (params - layer_params) for mode, total in totals.items()}
 
 
@@ -141,7 +142,8 @@ def estimate_memory(
     lora_targets: Sequence[str] = ("q_proj", "v_proj"),
     prefix_length: int | None = None,
     prefix_projection: bool | int = False,
-    group_size: int = 128,
+    group_size: int | None = 128,
+    symmetric: bool = False,
 ) -> MemoryReport:
     """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
 
@@ -153,6 +155,8 @@ def estimate_memory(
     ``checkpointing`` (``train_step.py``). ``lora_rank`` (with ``lora_targets``) and
     ``prefix_length`` (with ``prefix_projection``) make it the step that trains only those
     adapters on a frozen base, as ``archzoo train --lora / --prefix`` runs it (``adapter_memory.py``).
+    ``group_size`` (None: one group per row) and ``symmetric`` are ``quantize``'s int4 recipe for the
+    int4 figure (ChatGLM-6B's INT4 checkpoints: ``group_size=None, symmetric=True``).
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
@@ -164,7 +168,7 @@ def estimate_memory(
     report = params or count_params(cfg)
     n = report.total
     weights = {name: n * BYTES_PER_VALUE[name] for name in WEIGHT_DTYPES if name not in QUANTIZED_DTYPES}
-    weights.update(quantized_weight_bytes(cfg, n, group_size))
+    weights.update(quantized_weight_bytes(cfg, n, group_size, symmetric))
     key = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."), str(dtype).lower())
     kv_dtype = "bf16" if key in QUANTIZED_DTYPES else dtype
     per_token = kv_bytes_per_token(cfg, kv_dtype)

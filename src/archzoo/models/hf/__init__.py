@@ -18,7 +18,7 @@ from ...atomic import recover
 from ...config import Config
 from ...fast import check_implementation, use_implementation
 from ..decoder import CausalLM
-from ..quant_io import load_quantized, quantized_state, recipe
+from ..quant_io import adopt_quantized, load_quantized, quantized_state, recipe
 from ..quantize import is_quantized
 from .checks import check_fields
 from .family import HFFamily, UnsupportedConfig
@@ -64,6 +64,13 @@ def load_pretrained(
     cfg = config_of(family, hf_config, folder / "config.json", name or folder.resolve().name)
     if "quantization_config" in hf_config:  # archzoo's int8 / int4 layout (models/quant_io.py)
         model = load_quantized(cfg, hf_config, read_safetensors(folder), folder)
+        model.hf_architecture = family.architecture
+        return use_implementation(model.to(dtype) if dtype is not None else model, implementation)
+    layout = family.quantized
+    q = layout.recipe(hf_config) if layout is not None else None
+    if q is not None:  # a released integer-weight format (ChatGLM-6B's INT8 / INT4): into the same block
+        state = layout.to_archzoo(read_safetensors(folder, layout.integer_key), q, folder)
+        model = adopt_quantized(cfg, q, weights_of(state, family, cfg, folder), folder, f"{folder}/config.json's quantization")
         model.hf_architecture = family.architecture
         return use_implementation(model.to(dtype) if dtype is not None else model, implementation)
     state = weights_of(read_safetensors(folder), family, cfg, folder)

@@ -18,7 +18,9 @@ ChatGLM2 (v2), ``transformer.encoder.layers.{i}``:
     pre-RMSNorm; RoPE on the first half of each head, interleaved pairs,
     base 10000 x rope_ratio (GLM-4); ``transformer.output_layer`` untied
 
-Cached ``inv_freq`` buffers in these checkpoints are dropped on load.
+Cached ``inv_freq`` buffers in these checkpoints are dropped on load. ChatGLM-6B's
+INT8 / INT4 checkpoints (``quantization_bit``) load into archzoo's quantized block
+(``chatglm_quant.py``); the same rules split their codes and scales.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from __future__ import annotations
 import math
 
 from ...config import Config
-from .family import HFFamily, UnsupportedConfig, require, tokens_from_hf, tokens_to_hf
+from . import chatglm_quant
+from .family import HFFamily, QuantizedLayout, UnsupportedConfig, require, tokens_from_hf, tokens_to_hf
 from .glm import fused_gated_rule
 from .rules import Drop, Rename, fused_qkv_rule
 
@@ -50,8 +53,9 @@ def is_v1(hf: dict) -> bool:
 def v1_from_hf(hf: dict, name: str) -> dict:
     if not hf.get("position_encoding_2d", True):
         raise UnsupportedConfig(f"{ARCHITECTURE}: position_encoding_2d = false (1-D RoPE over the whole head) is not implemented")
-    if hf.get("pre_seq_len") or hf.get("quantization_bit"):
-        raise UnsupportedConfig(f"{ARCHITECTURE}: p-tuning prefixes (pre_seq_len) and quantized weights are not supported")
+    if hf.get("pre_seq_len"):
+        raise UnsupportedConfig(f"{ARCHITECTURE}: p-tuning prefixes (pre_seq_len) are not supported")
+    chatglm_quant.recipe(hf)  # quantization_bit 8 / 4 loads (chatglm_quant.py); anything else is refused here
     d_model = hf["hidden_size"]
     tokens = tokens_from_hf(hf)
     for hf_key, key in (("mask_token_id", "mask_id"), ("gmask_token_id", "gmask_id"), ("bos_token_id", "sop_id"), ("eos_token_id", "eop_id")):
@@ -85,6 +89,9 @@ def v1_from_hf(hf: dict, name: str) -> dict:
 
 
 def v2_from_hf(hf: dict, name: str) -> dict:
+    if hf.get("quantization_bit"):
+        raise UnsupportedConfig(f"{ARCHITECTURE}: quantized ChatGLM2 / GLM-4 checkpoints (quantization_bit) are not "
+                                "supported; ChatGLM-6B's are")
     if hf.get("apply_residual_connection_post_layernorm"):
         raise UnsupportedConfig(f"{ARCHITECTURE}: apply_residual_connection_post_layernorm = true is not implemented")
     if not hf.get("post_layer_norm", True):
@@ -242,4 +249,7 @@ def rules(cfg: Config) -> list:
     return v1_rules(cfg) if cfg.position.kind == "glm2d" else v2_rules(cfg)
 
 
-FAMILY = HFFamily(ARCHITECTURE, config_from_hf, config_to_hf, rules)
+FAMILY = HFFamily(
+    ARCHITECTURE, config_from_hf, config_to_hf, rules,
+    quantized=QuantizedLayout(chatglm_quant.recipe, chatglm_quant.integer_key, chatglm_quant.codes_to_archzoo),
+)

@@ -86,6 +86,22 @@ def load_hf_config(spec: str | Path, name: str | None = None) -> Config:
     return Config.from_dict(data, str(path))
 
 
+def quantization_recipe(spec: str | Path) -> dict | None:
+    """The int8 / int4 recipe (``archzoo.quantize``'s arguments) of a quantized checkpoint's config.json:
+    archzoo's own ``quantization_config``, or a family's released format (ChatGLM-6B's
+    ``quantization_bit``); None for a float checkpoint, a TOML or a config name."""
+    path = config_json_path(spec)
+    if path is None:
+        return None
+    hf = read_hf_config(path)
+    if isinstance(hf.get("quantization_config"), dict) and hf["quantization_config"].get("quant_method") == "archzoo":
+        return hf["quantization_config"]
+    architectures = hf.get("architectures") or []
+    family = ARCHITECTURES.get(architectures[0]) if isinstance(architectures, list) and architectures else None
+    layout = getattr(family, "quantized", None)
+    return layout.recipe(hf) if layout is not None else None
+
+
 def load_any_config(spec: str | Path) -> Config:
     """A config name, a ``.toml`` path, a ``config.json`` path or a folder holding one."""
     if config_json_path(spec) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ...config import Config
 from ...errors import ArchzooError
@@ -15,16 +16,33 @@ class UnsupportedConfig(ArchzooError, ValueError):
 
 
 @dataclass(frozen=True)
+class QuantizedLayout:
+    """A released checkpoint format whose linear weights are integers (ChatGLM-6B's INT8 / INT4).
+
+    recipe(hf_config) -> ``archzoo.quantize``'s arguments (mode, group_size, symmetric, skip,
+    embeddings) that give the same layout, or None for a float checkpoint of the family.
+    integer_key(key) -> whether checkpoint tensor ``key`` may hold integer codes.
+    to_archzoo(state, recipe, folder) -> the state with the codes and scales as the block's
+    ``qweight`` / ``scales``, still under the checkpoint's names (the family's rules rename them)."""
+
+    recipe: Callable[[dict], dict | None]
+    integer_key: Callable[[str], bool]
+    to_archzoo: Callable[[dict, dict, Path], dict]
+
+
+@dataclass(frozen=True)
 class HFFamily:
     """architecture: the ``architectures[0]`` name in config.json.
     config_from_hf(hf_config, name) -> archzoo TOML-shaped dict.
     config_to_hf(cfg) -> config.json dict; raises UnsupportedConfig if it can't express cfg.
-    rules(cfg) -> the weight rules for this config."""
+    rules(cfg) -> the weight rules for this config.
+    quantized: the family's released integer-weight format, if it has one."""
 
     architecture: str
     config_from_hf: Callable[[dict, str], dict]
     config_to_hf: Callable[[Config], dict]
     rules: Callable[[Config], Sequence[Rule]]
+    quantized: QuantizedLayout | None = None
 
 
 def require(condition: bool, architecture: str, what: str) -> None:

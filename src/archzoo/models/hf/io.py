@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -87,8 +87,9 @@ def weight_files(folder: Path) -> dict[str, list[str] | None]:
     raise CheckpointError(f"{folder}: neither {SINGLE} nor {INDEX} (only safetensors checkpoints are read)")
 
 
-def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of ``model.safetensors``, or of every shard named by its index, checked."""
+def read_safetensors(folder: Path, integer_ok: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors``, or of every shard named by its index, checked
+    (``integer_ok(key)``: keys that may hold int8 codes, as a quantized checkpoint's layout says)."""
     folder = Path(folder)
     state: dict[str, torch.Tensor] = {}
     for name, indexed in weight_files(folder).items():
@@ -99,7 +100,7 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         for key, tensor in tensors.items():
             if key in state:
                 raise CheckpointError(f"{path}: tensor {key} is stored twice (also in another shard)")
-            check_tensor(key, tensor, path)
+            check_tensor(key, tensor, path, integer_ok)
             state[key] = tensor
     return state
 
@@ -125,10 +126,12 @@ def _index_mismatch(index: Path, name: str, indexed: set[str], found: set[str]) 
     return f"{index}: the index and {name} disagree: it " + " and ".join(parts)
 
 
-def check_tensor(key: str, tensor: torch.Tensor, path: Path) -> None:
+def check_tensor(key: str, tensor: torch.Tensor, path: Path, integer_ok: Callable[[str], bool] | None = None) -> None:
     """Weights are floating point and finite (archzoo's quantized integer codes, ``*.qweight``,
-    are int8 / uint8: ``models/quant_io.py``)."""
+    are int8 / uint8: ``models/quant_io.py``; a released quantized layout names its own int8 keys)."""
     if key.endswith(".qweight") and tensor.dtype in (torch.int8, torch.uint8):
+        return
+    if integer_ok is not None and tensor.dtype == torch.int8 and integer_ok(key):
         return
     if tensor.dtype not in FLOAT_DTYPES:
         raise CheckpointError(f"{path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be floating point")
