@@ -135,3 +135,41 @@ def test_symmetric_per_row_int4_runs_on_the_kernel_with_repeated_scales(dtype):
     scale = want.abs().max().item()
     tolerance = 2e-5 * max(scale, 1.0) if dtype == torch.float32 else 2.0**-7 * scale
     assert torch.allclose(got, want, atol=tolerance, rtol=0)
+
+
+def _offset_copy(t: torch.Tensor, offset_bytes: int = 40) -> torch.Tensor:
+    """``t``'s values in storage starting ``offset_bytes`` past an aligned address (as safetensors hands out)."""
+    flat = torch.empty(t.numel() * t.element_size() + offset_bytes, dtype=torch.uint8)
+    view = flat[offset_bytes:].view(t.dtype).view(t.shape)
+    view.copy_(t)
+    return view
+
+
+def test_unaligned_int8_codes_take_the_dequantize_path_until_aligned():
+    # torch 2.13's int8 kernel dies (SIGSEGV) on codes 40 bytes past a 64-byte boundary with > 2 rows
+    reference, fast = _layers("int8", torch.bfloat16)
+    fast.qweight = _offset_copy(fast.qweight)
+    assert not fast_quant.aligned(fast.qweight) and not kernel_fits(fast, torch.bfloat16)
+    x = torch.randn(16, 256).to(torch.bfloat16)
+    assert torch.equal(fast(x), reference(x))  # no crash, the reference itself
+    fast_quant.align_codes(fast)
+    assert fast_quant.aligned(fast.qweight) and torch.equal(fast.qweight, reference.qweight)
+    assert kernel_fits(fast, torch.bfloat16)
+
+
+def test_unaligned_activations_are_copied_before_the_kernel():
+    _, fast = _layers("int8", torch.bfloat16)
+    x = torch.randn(16, 256).to(torch.bfloat16)
+    shifted = _offset_copy(x)
+    assert not fast_quant.aligned(shifted)
+    assert torch.equal(fast.kernel_forward(shifted), fast.kernel_forward(x))
+
+
+def test_a_loaded_bf16_int8_folder_prefills_on_the_kernel(tmp_path):
+    model = archzoo.quantize(archzoo.build_model("llama-tiny", dtype=torch.bfloat16).eval(), "int8")
+    loaded = archzoo.load_pretrained(archzoo.save_pretrained(model, tmp_path / "q")).eval()
+    layers = [m for m in loaded.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(fast_quant.aligned(m.qweight) for m in layers)
+    ids = torch.randint(0, 512, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))  # the same codes, the same kernels (16 rows: the aligned loads)

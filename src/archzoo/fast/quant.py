@@ -33,6 +33,15 @@ batch-1 product with a 1024 x 1024 weight (the decode case; best of 7
 interleaved rounds each) and the kernel runs only where it won.
 ``kernel_path(module, dtype)`` says which path a layer takes; ``kernel_forward``
 runs the kernel whatever the timing probe says (the equality tests call it).
+
+Alignment: torch 2.13's int8 kernel reads its activations and codes with
+aligned vector loads once it has more than two rows, and dies (SIGSEGV) on a
+tensor whose data starts 40 bytes past a 64-byte boundary, which is where
+safetensors hands out tensors of a loaded file. So the codes of a loaded
+model are moved once into freshly allocated (64-byte aligned) storage
+(``align_codes``, called by ``load_pretrained``), a layer whose codes are not
+aligned takes the dequantize path, and activations that are not aligned are
+copied before the call.
 """
 
 from __future__ import annotations
@@ -117,12 +126,32 @@ def kernel_is_faster(mode: str, dtype: torch.dtype) -> bool:
     return best["kernel"] < best["dequantize"]
 
 
+ALIGNMENT = 64
+"""Bytes: the CPU allocator's alignment, which the int8 kernel's vector loads rely on."""
+
+
+def aligned(t: torch.Tensor) -> bool:
+    return t.data_ptr() % ALIGNMENT == 0
+
+
+def align_codes(model: torch.nn.Module) -> torch.nn.Module:
+    """Every quantized layer's int8 codes and scales in freshly allocated storage where they are not
+    aligned (tensors read from a safetensors file often are not); values unchanged."""
+    for layer in model.modules():
+        if isinstance(layer, QuantLinear) and layer.mode == "int8":
+            for name in ("qweight", "scales"):
+                tensor = getattr(layer, name)
+                if tensor.device.type == "cpu" and not aligned(tensor):
+                    setattr(layer, name, tensor.clone())
+    return model
+
+
 def kernel_fits(layer: QuantLinear, dtype: torch.dtype) -> bool:
     """Whether torch's kernel for ``layer``'s mode works here and takes this layer and ``dtype``."""
     if layer.qweight.device.type != "cpu" or layer.scales.dtype != dtype:
         return False
     if layer.mode == "int8":
-        return kernel_works("int8", dtype)
+        return aligned(layer.qweight) and kernel_works("int8", dtype)
     return int4_kernel_group(layer) is not None and layer.out_features % 16 == 0 and kernel_works("int4", dtype)
 
 
@@ -143,6 +172,8 @@ class FastQuantLinear(QuantLinear):
         rows = x.reshape(-1, self.in_features)
         if not rows.is_contiguous():
             rows = rows.contiguous()
+        if not aligned(rows):  # a view into a larger tensor (see the module docstring)
+            rows = rows.clone()
         if self.mode == "int8":
             y = _int8_mm(rows, self.qweight, self.scales)
         else:

@@ -17,6 +17,7 @@ import torch
 from ...atomic import recover
 from ...config import Config
 from ...fast import check_implementation, use_implementation
+from ...fast.quant import align_codes
 from ..decoder import CausalLM
 from ..quant_io import adopt_quantized, load_quantized, quantized_state, recipe
 from ..quantize import is_quantized
@@ -63,7 +64,7 @@ def load_pretrained(
     family = family_of(hf_config, folder)
     cfg = config_of(family, hf_config, folder / "config.json", name or folder.resolve().name)
     if "quantization_config" in hf_config:  # archzoo's int8 / int4 layout (models/quant_io.py)
-        model = load_quantized(cfg, hf_config, read_safetensors(folder), folder)
+        model = align_codes(load_quantized(cfg, hf_config, read_safetensors(folder), folder))
         model.hf_architecture = family.architecture
         return use_implementation(model.to(dtype) if dtype is not None else model, implementation)
     layout = family.quantized
@@ -71,6 +72,7 @@ def load_pretrained(
     if q is not None:  # a released integer-weight format (ChatGLM-6B's INT8 / INT4): into the same block
         state = layout.to_archzoo(read_safetensors(folder, layout.integer_key), q, folder)
         model = adopt_quantized(cfg, q, weights_of(state, family, cfg, folder), folder, f"{folder}/config.json's quantization")
+        model = align_codes(model)  # the int8 kernel's vector loads need them aligned (fast/quant.py)
         model.hf_architecture = family.architecture
         return use_implementation(model.to(dtype) if dtype is not None else model, implementation)
     state = weights_of(read_safetensors(folder), family, cfg, folder)
