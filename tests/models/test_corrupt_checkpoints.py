@@ -226,17 +226,43 @@ def _copy(saved, name, tmp_path):
     return shutil.copytree(saved[name], tmp_path / "ckpt")
 
 
-@pytest.mark.parametrize(
-    ("name", "field", "config_class"),
-    [("deepseek-tiny", "routed_scaling_factor", "DeepseekV3Config"), ("deepseek-v2-tiny", "routed_scaling_factor", "DeepseekV2Config")],
-)
-def test_an_absent_routed_scaling_factor_is_transformers_default(saved, tmp_path, name, field, config_class):
+DEEPSEEK_ABSENT = [  # (config, config.json field, transformers' config class, where archzoo keeps it)
+    ("deepseek-tiny", "routed_scaling_factor", "DeepseekV3Config", "routed_scaling_factor"),  # 2.5, the released value
+    ("deepseek-v2-tiny", "routed_scaling_factor", "DeepseekV2Config", "routed_scaling_factor"),  # 1.0
+    ("deepseek-tiny", "first_k_dense_replace", "DeepseekV3Config", "first_dense_layers"),  # 3
+    ("deepseek-v2-tiny", "first_k_dense_replace", "DeepseekV2Config", "first_dense_layers"),  # 0
+    ("deepseek-tiny", "n_group", "DeepseekV3Config", "n_groups"),  # 8
+    ("deepseek-tiny", "topk_group", "DeepseekV3Config", "topk_groups"),  # 4
+]
+
+
+@pytest.mark.parametrize(("name", "field", "config_class", "ours"), DEEPSEEK_ABSENT)
+def test_an_absent_deepseek_field_is_transformers_default(saved, tmp_path, name, field, config_class, ours):
+    """Read as transformers reads it; where that default does not fit the tiny model (3 dense layers of 2,
+    8 groups of 8 experts), loading then fails with an archzoo error naming the folder."""
     import transformers
+
+    from archzoo.models.hf.deepseek import v2_from_hf, v3_from_hf
 
     folder = _copy(saved, name, tmp_path)
     _config(folder, lambda c: _without(c, field))
-    default = getattr(getattr(transformers, config_class)(), field)  # 2.5 for V3 (the released value), 1.0 for V2
-    assert archzoo.load_pretrained(folder).config.moe.routed_scaling_factor == default
+    hf = json.loads((folder / "config.json").read_text())
+    default = getattr(getattr(transformers, config_class)(), field)
+    assert (v3_from_hf if config_class == "DeepseekV3Config" else v2_from_hf)(hf, name)["moe"][ours] == default
+    try:
+        model = archzoo.load_pretrained(folder)
+    except ArchzooError as err:
+        assert str(folder) in str(err)
+    else:
+        assert getattr(model.config.moe, ours) == default
+
+
+def test_an_absent_rms_norm_eps_is_glm_configs(saved, tmp_path):
+    import transformers
+
+    folder = _copy(saved, "chatglm2-tiny", tmp_path)
+    _config(folder, lambda c: _without(c, "rms_norm_eps"))
+    assert archzoo.load_pretrained(folder).config.norm.eps == transformers.GlmConfig().rms_norm_eps  # 1.5625e-7
 
 
 def test_an_absent_partial_rotary_factor_is_glm_configs_half(saved, tmp_path):

@@ -33,10 +33,18 @@ from .rules import Drop, Rename, StackExperts, StackFusedExperts
 
 V2 = "DeepseekV2ForCausalLM"
 V3 = "DeepseekV3ForCausalLM"
-ROUTED_SCALING_DEFAULT = {V2: 1.0, V3: 2.5}
-"""``routed_scaling_factor`` of a config.json that leaves it out: transformers' DeepseekV2Config /
-DeepseekV3Config defaults, so a folder means here what it means there (V3's 2.5 is also the
-released DeepSeek-V3 value; V2's release says 16.0 and V2-Lite's 1.0 outright)."""
+ABSENT = {
+    V2: {"routed_scaling_factor": 1.0, "first_k_dense_replace": 0},
+    V3: {"routed_scaling_factor": 2.5, "first_k_dense_replace": 3, "n_group": 8, "topk_group": 4},
+}
+"""Fields a config.json may leave out, at transformers' DeepseekV2Config / DeepseekV3Config defaults, so
+that a folder means here what it means there (V3's are also the released DeepSeek-V3 values; V2's
+release says routed_scaling_factor 16.0 and V2-Lite's 1.0 outright)."""
+
+
+def _field(hf: dict, key: str, architecture: str):
+    """``hf[key]``, or transformers' default when the key is absent (``null`` stays None)."""
+    return hf[key] if key in hf else ABSENT[architecture][key]
 
 
 def n_experts(cfg: Config) -> int:
@@ -117,8 +125,8 @@ def _common_from_hf(hf: dict, name: str, architecture: str, layout: str) -> dict
             "top_k": hf["num_experts_per_tok"],
             "expert_hidden": hf["moe_intermediate_size"],
             "n_shared_experts": n_shared,
-            "routed_scaling_factor": float(hf.get("routed_scaling_factor", ROUTED_SCALING_DEFAULT[architecture])),
-            "first_dense_layers": hf.get("first_k_dense_replace") or 0,
+            "routed_scaling_factor": float(_field(hf, "routed_scaling_factor", architecture) or 1.0),
+            "first_dense_layers": _field(hf, "first_k_dense_replace", architecture) or 0,
         },
         "tokens": tokens_from_hf(hf),
     }
@@ -140,13 +148,13 @@ def v2_from_hf(hf: dict, name: str) -> dict:
 def v3_from_hf(hf: dict, name: str) -> dict:
     layout = "interleaved" if hf.get("rope_interleave", True) else "half"
     cfg = _common_from_hf(hf, name, V3, layout)
-    n_groups = hf.get("n_group") or 1
+    n_groups = _field(hf, "n_group", V3) or 1  # null: one group (no group limit)
     cfg["moe"].update(
         scoring="sigmoid",
         correction_bias=True,
         normalize_top_k=bool(hf.get("norm_topk_prob", True)),
         n_groups=n_groups,
-        topk_groups=hf.get("topk_group") or n_groups,
+        topk_groups=_field(hf, "topk_group", V3) or n_groups,
         group_score="top2_sum",
     )
     cfg["model"]["mtp_layers"] = hf.get("num_nextn_predict_layers", 0)

@@ -27,6 +27,7 @@ from .rules import SplitFused
 
 ARCHITECTURE = "GlmForCausalLM"
 PARTIAL_ROTARY_DEFAULT = 0.5  # transformers' GlmConfig, when config.json gives no partial_rotary_factor
+EPS_DEFAULT = 1.5625e-07  # transformers' GlmConfig rms_norm_eps, when config.json gives none
 
 
 def split_gated(fused: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +61,8 @@ def config_from_hf(hf: dict, name: str) -> dict:
     if hf.get("attention_bias", True):
         cfg["attention"]["qkv_bias"] = True
     cfg["mlp"]["gated_half_order"] = "gate_first"
+    if "rms_norm_eps" not in hf:
+        cfg["norm"]["eps"] = EPS_DEFAULT  # llama_like_config's default is LLaMA's
     return cfg
 
 
