@@ -13,12 +13,14 @@ term, a stale table) misses it by orders of magnitude.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 import archzoo
 from archzoo.config import config_paths
-from archzoo.fast import use_implementation
+from archzoo.fast import decoding_layout, use_implementation
 
 TINY = sorted(name for name in config_paths() if name.endswith("-tiny"))
 
@@ -49,15 +51,18 @@ def test_logits_with_and_without_padding(name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_cached_decoding(name):
-    """Prefill 6 tokens, then 6 single-token steps over the KV cache: logits of every step."""
+@pytest.mark.parametrize("layout", ["plain", "decoding layout"])
+def test_cached_decoding(name, layout):
+    """Prefill 6 tokens, then 6 single-token steps over the KV cache: logits of every step; with
+    generate's decoding layout the batch-2 steps read the column-major weight copies (fast/linear.py)."""
     reference, fast = pair(name)
     ids = torch.randint(0, reference.config.model.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
     caches = reference.new_cache(12), fast.new_cache(12)
-    with torch.inference_mode():
+    with torch.inference_mode(), decoding_layout(fast) if layout != "plain" else contextlib.nullcontext():
         steps = [ids[:, :6]] + [ids[:, t : t + 1] for t in range(6, 12)]
         for chunk in steps:
             assert_equal_to_float_rounding(fast(chunk, cache=caches[1]), reference(chunk, cache=caches[0]))
+    assert any("column_major" in m.__dict__ for m in fast.modules()) == (layout != "plain")
 
 
 @pytest.mark.parametrize("name", ["llama-tiny", "bloom-tiny", "deepseek-v2-tiny", "qwen3-moe-tiny"])
