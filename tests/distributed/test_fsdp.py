@@ -16,6 +16,8 @@ tolerance:
   holds the exact state, so only the first three steps' ~1e-7 differences remain.
 * the exported folders load in transformers with the logits of the gathered model
   (1e-5: the parity tests' tolerance, sums over d_model products in another order).
+* the measured peak of live tensor bytes per process is within 15% of
+  ``estimate_memory(..., world_size=2)`` (the issue's bound; ``bench_fsdp_memory.py`` for 1, 2, 4).
 * LoRA under FSDP: the optimizer holds only adapters, the adapter file is not empty
   and PEFT loading it on the base gives the one-process run's logits.
 """
@@ -140,6 +142,20 @@ def test_lora_under_fsdp_exports_the_adapter(runs):
     with torch.no_grad():
         got, expected = model(PROBE).logits, one["lora"].model.eval()(PROBE)
     assert (got - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_measured_peak_per_process_is_the_estimate(runs, name):
+    from archzoo import load_config
+    from archzoo.inspect import estimate_memory
+
+    _, base = runs
+    record = next(r for r in read_log(base / f"{name}-2" / "log.jsonl") if "peak_tensor_bytes" in r)
+    assert record["world_size"] == 2
+    estimate = estimate_memory(load_config(name), batch=SETTINGS["batch"], seq_len=SETTINGS["seq_len"], world_size=2)
+    assert abs(estimate.training_step.peak / record["peak_tensor_bytes"] - 1) < 0.15  # the issue's bound
+    one = next(r for r in read_log(base / f"{name}-1" / "log.jsonl") if "peak_tensor_bytes" in r)
+    assert record["peak_tensor_bytes"] < 0.8 * one["peak_tensor_bytes"]  # sharding saved memory
 
 
 def test_bf16_is_fsdp_mixed_precision(runs):

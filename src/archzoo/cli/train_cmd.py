@@ -228,14 +228,14 @@ def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 4
 
 def memory_line(result, measured: float) -> str:
     """Measured peak tensor memory of a step beside ``estimate_memory``'s figure for the same step."""
-    s = result.settings
-    line = f"peak memory of a step: {measured / 2**20:,.1f} MiB of tensors measured"
+    s, world = result.settings, getattr(result, "world_size", 1)
+    line = f"peak memory of a step: {measured / 2**20:,.1f} MiB of tensors measured" + (" per process" if world > 1 else "")
     adapters = estimate_kwargs(getattr(result, "method_spec", {}))
     if adapters is None:
         return line
     est = estimate_memory(
-        result.model.config, batch=s.batch, seq_len=s.seq_len, precision=s.precision, checkpointing=s.checkpointing, **adapters
-    ).training_step
-    return line + f", {est.peak / 2**20:,.1f} MiB estimated (estimate_memory, {s.precision}" + (
-        ", checkpointing)" if s.checkpointing else ")"
-    )
+        result.model.config, batch=s.batch, seq_len=s.seq_len, precision=s.precision, checkpointing=s.checkpointing,
+        world_size=world, **adapters,
+    ).training_step  # fmt: skip
+    details = [s.precision] + (["checkpointing"] if s.checkpointing else []) + ([f"{world} processes"] if world > 1 else [])
+    return line + f", {est.peak / 2**20:,.1f} MiB estimated (estimate_memory, {', '.join(details)})"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from ..config import Config, load_config
 from ..models.builders import attention_on_meta
@@ -144,6 +145,7 @@ def estimate_memory(
     prefix_projection: bool | int = False,
     group_size: int | None = 128,
     symmetric: bool = False,
+    world_size: int = 1,
 ) -> MemoryReport:
     """Weights, KV cache, inference and training bytes and FLOPs per token of a config.
 
@@ -157,6 +159,10 @@ def estimate_memory(
     adapters on a frozen base, as ``archzoo train --lora / --prefix`` runs it (``adapter_memory.py``).
     ``group_size`` (None: one group per row) and ``symmetric`` are ``quantize``'s int4 recipe for the
     int4 figure (ChatGLM-6B's INT4 checkpoints: ``group_size=None, symmetric=True``).
+    ``world_size`` > 1 makes ``training_step`` the per-process peak of fully sharded training on that
+    many processes (FSDP2, ``archzoo train --nproc``; ``batch`` is the global batch, a multiple of it):
+    parameters, gradients and optimizer state divided by N, plus what is gathered for the layer being
+    computed and the activations of B/N sequences (``sharded_step.py``).
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
@@ -195,24 +201,36 @@ def estimate_memory(
         training_bytes_checkpointed=sum(state.values()) + acts_ckpt,
         flops=estimate_flops(cfg, report, seq_len),
         training_step=_training_step(
-            cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection
+            cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection,
+            world_size,
         ),
     )
 
 
-def _training_step(cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection):
-    """``training_step_memory`` of full training, or of adapters on a frozen base."""
+def _training_step(
+    cfg, batch, seq_len, n, precision, checkpointing, lora_rank, lora_targets, prefix_length, prefix_projection, world_size=1
+):
+    """``training_step_memory`` of full training, or of adapters on a frozen base; per process on ``world_size``."""
+    if world_size != 1:
+        if prefix_length is not None:
+            raise ValueError("prefix_length: a P-tuning v2 prefix is not sharded (archzoo train --prefix runs on one process)")
+        from .sharded_step import sharded_step_memory
+
+        step, local_batch = partial(sharded_step_memory, world_size=world_size), batch // max(1, world_size)
+    else:
+        step, local_batch = training_step_memory, batch
     if lora_rank is None and prefix_length is None:
-        return training_step_memory(cfg, batch=batch, seq_len=seq_len, params=n, precision=precision, checkpointing=checkpointing)
+        return step(cfg, batch=batch, seq_len=seq_len, params=n, precision=precision, checkpointing=checkpointing)
     from .adapter_memory import adapter_cost
 
     cost = adapter_cost(
-        cfg, batch=batch, precision=precision, lora_rank=lora_rank, lora_targets=lora_targets,
+        cfg, batch=local_batch, precision=precision, lora_rank=lora_rank, lora_targets=lora_targets,
         prefix_length=prefix_length, prefix_projection=prefix_projection,
     )  # fmt: skip
-    return training_step_memory(
+    sharded = {"adapter_params": cost.adapter_params} if world_size != 1 else {}
+    return step(
         cfg, batch=batch, seq_len=seq_len, params=n + cost.adapter_params, precision=precision,
         checkpointing=checkpointing, trainable=cost.adapter_params, largest_trainable=cost.largest_adapter,
         extra_activation_bytes=cost.extra_bytes, layer_activation_bytes=cost.layer_bytes,
-        outside_activation_bytes=cost.outside_bytes, recompute_working_bytes=cost.recompute_bytes,
+        outside_activation_bytes=cost.outside_bytes, recompute_working_bytes=cost.recompute_bytes, **sharded,
     )  # fmt: skip

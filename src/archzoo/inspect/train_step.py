@@ -63,7 +63,9 @@ class TrainingStepMemory:
     logit_gradients: float
     optimizer_temporaries: float
     peak: float
-    peak_at: str  # "backward" | "optimizer step" | "recompute"
+    peak_at: str  # "backward" | "optimizer step" | "recompute" (| "layer backward": sharded_step.py)
+    world_size: int = 1  # processes sharing the model (FSDP2; sharded_step.py): every figure is per process
+    gathered: float = 0.0  # sharded: the whole parameters gathered at the peak (root + layers + buffer)
 
     def to_dict(self) -> dict:
         return asdict(self)

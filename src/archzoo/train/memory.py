@@ -100,8 +100,8 @@ class TensorMemory(TorchDispatchMode):
             if isinstance(leaf, torch.Tensor):
                 self._add(leaf)
         if self.resizable:
-            for leaf in tree_leaves((args, kwargs)):  # out= buffers FSDP2 grew back before writing into them
-                if isinstance(leaf, torch.Tensor):
+            for leaf in tree_leaves((kwargs or {}).get("out", [])):  # the gathered weights FSDP2 grew back and
+                if isinstance(leaf, torch.Tensor):  # writes into (fsdp::split_with_sizes_copy(..., out=))
                     self._add(leaf)
             self._reread_sizes()
         return out
