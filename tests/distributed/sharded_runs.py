@@ -6,6 +6,7 @@ BASE with one-process runs made in the test's own process:
 
     BASE/<config>-2/        6 steps of training on 2 processes (checkpoints at 3 and 6)
     BASE/resumed-1to2/      a copy of a 1-process run stopped at step 3, resumed here
+    BASE/finetune-2/        fine-tuning the 1-process run's Hugging Face folder
     BASE/lora-2/            LoRA with activation checkpointing, its adapter exported
     BASE/bf16-2/            --precision bf16 (FSDP2's MixedPrecisionPolicy)
     BASE/init/<config>.safetensors   the sharded init gathered whole, before any step
@@ -51,6 +52,7 @@ def main(base: Path) -> None:
             with torch.no_grad():
                 torch.save(result.model(PROBE), base / f"{name}-2" / "probe_logits.pt")
     resume(base / "resumed-1to2", progress=False)
+    train(base / "llama-tiny-1" / "model", out=base / "finetune-2", settings=settings, progress=False)
     lora = LoRATraining(rank=4, alpha=8.0, targets=("q_proj", "v_proj"))
     train("llama-tiny", out=base / "lora-2", settings=TrainSettings(**SETTINGS, checkpointing=True), method=lora, progress=False,
           on_start=lambda trainer: report.update(lora_optimizer=trainer.parameter_names))

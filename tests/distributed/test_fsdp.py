@@ -55,6 +55,7 @@ def runs(tmp_path_factory):
     lora = LoRATraining(rank=4, alpha=8.0, targets=("q_proj", "v_proj"))
     one["lora"] = train("llama-tiny", out=base / "lora-1", settings=TrainSettings(**SETTINGS, checkpointing=True), method=lora, progress=False)
     one["bf16"] = train("llama-tiny", out=base / "bf16-1", settings=TrainSettings(**SETTINGS, precision="bf16"), progress=False)
+    train(base / "llama-tiny-1" / "model", out=base / "finetune-1", settings=settings, progress=False)
     torchrun([str(HERE / "sharded_runs.py"), str(base)], nproc=2, timeout=420)
     return one, base
 
@@ -72,6 +73,13 @@ def test_two_processes_log_the_losses_of_one(runs, name):
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (key, a, b)
     steps = losses(base / f"{name}-1")
     assert steps[0] - steps[-1] > 0.5  # it trained: equal losses are not equal constants
+
+
+def test_fine_tuning_a_folder_on_two_processes_logs_the_losses_of_one(runs):
+    _, base = runs
+    a, b = losses(base / "finetune-1"), losses(base / "finetune-2")
+    assert len(a) == len(b) == SETTINGS["steps"] and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+    assert a[0] < losses(base / "llama-tiny-1")[0] - 0.5  # it started from the trained weights
 
 
 @pytest.mark.parametrize("name", CONFIGS)
