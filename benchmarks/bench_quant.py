@@ -13,6 +13,8 @@ drift of a shared machine hits all of them alike. Variants:
     int8 / int4 (+ activation dtype) archzoo.quantize, default recipe (output head left float)
     ... head                         skip=(): the 32000 x 512 head quantized too (37% of the weights here)
     ... reference                    the dequantize-and-matmul path (blocks/quant.py), for contrast
+    ... kernel forced                the packed kernel even where the timing probe chose
+                                     dequantize (float32 activations), for contrast
     torchao int8 weight-only         the peer, if ``pip install torchao`` worked
 
 The "path" column names the kernel each variant's quantized layers ran
@@ -32,7 +34,7 @@ import torch
 
 import archzoo
 from archzoo.blocks.quant import QuantLinear
-from archzoo.fast.quant import kernel_path
+from archzoo.fast.quant import FastQuantLinear, kernel_is_faster, kernel_path
 
 SMALL = {"vocab_size": 32000, "d_model": 512, "n_layers": 8, "n_heads": 8, "hidden": 1536}
 
@@ -67,6 +69,12 @@ def variants(model: archzoo.CausalLM, quick: bool) -> dict[str, tuple[torch.nn.M
         if not quick:
             out[f"{mode} reference (fp32 act)"] = (
                 archzoo.quantize(copy.deepcopy(model), mode, 128, implementation="reference"), torch.float32)
+        forced = archzoo.quantize(copy.deepcopy(model), mode, 128)
+        for layer in forced.modules():
+            if isinstance(layer, FastQuantLinear):
+                layer.forward = layer.kernel_forward  # whatever the timing probe chose
+        forced.forced_kernel = f"{mode}pack_mm (forced)"
+        out[f"{mode} kernel forced (fp32 act)"] = (forced, torch.float32)
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
@@ -79,6 +87,8 @@ def variants(model: archzoo.CausalLM, quick: bool) -> dict[str, tuple[torch.nn.M
 
 
 def path_of(model: torch.nn.Module, dtype: torch.dtype) -> str:
+    if getattr(model, "forced_kernel", None):
+        return model.forced_kernel
     paths = sorted({kernel_path(m, dtype) if hasattr(m, "kernel_forward") else "dequantize"
                     for m in model.modules() if isinstance(m, QuantLinear)})
     return "+".join(paths) if paths else "float"
@@ -123,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, (m, dtype) in runs.items():
         step = statistics.median(times[name])
         print(f"{name:40} {step * 1e3:9.2f} {1 / step:9.1f} {fp32 / step:7.2f}  {path_of(m, dtype)}")
+    probes = ", ".join(f"{mode} {str(dtype).removeprefix('torch.')} {'kernel' if kernel_is_faster(mode, dtype) else 'dequantize'}"
+                       for mode in ("int8", "int4") for dtype in (torch.float32, torch.bfloat16))
+    print(f"timing probe (fast/quant.py kernel_is_faster) chose: {probes}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ output head, 32000 x 512 bf16 = 32.8 MB; for bf16 every projection too); on the 
 kernel path the codes repacked into the kernel's tiled layout beside the block's own
 nibbles (held twice: ``fast/quant.py``); and the transient working set of a forward
 (one dequantized matrix on the dequantize path, the logits) and torch's allocator.
+A loaded int8 model also keeps its codes' pages of the file resident beside the aligned
+copy ``load_pretrained`` makes of them for the kernel (``fast/quant.py``'s ``align_codes``:
+the file's tensors share one mapping, which the float embedding and head keep alive).
 """
 
 from __future__ import annotations
