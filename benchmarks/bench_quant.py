@@ -20,6 +20,14 @@ drift of a shared machine hits all of them alike. Variants:
 The "path" column names the kernel each variant's quantized layers ran
 (``fast/quant.py``'s ``kernel_path``). Targets (issue 16): int8 >= 1.5x fp32,
 int4 >= 2x fp32 on an AVX-512 CPU.
+
+Measured on a heavily loaded 2-core AMD EPYC Zen 5 (AVX-512, ~6 other jobs; fp32 ran ~7x
+slower than on the quiet machine), torch 2.13, median ms per token over 5 x 32 steps:
+fp32 109.0, bf16 123.5, int8 (bf16 act) 69.8 (1.56x fp32), int4 (bf16 act) 53.5 (2.04x),
+int4 head (bf16 act) 37.5 (2.91x); with fp32 activations the kernels (int8 161.5, int4 309.6)
+beat dequantize-and-matmul (176.0, 423.9) in that run and the timing probe chose them, where a
+quiet run last session found the reverse (16.98 vs 11.98 ms): hence the probe, not a table.
+torchao 0.18 int8 weight-only (bf16 act) 175.8. Loaded-machine figures: relative, and noisy.
 """
 
 from __future__ import annotations
