@@ -155,6 +155,7 @@ CASES = {  # name -> (families, corrupt(folder), a regex the message must match 
     "tie flag on a separate head": (("glm-tiny",), lambda f: _config(f, lambda c: {**c, "tie_word_embeddings": True}), "tie_word_embeddings"),
     "norm_head not a bool": (("baichuan-tiny",), lambda f: _config(f, lambda c: {**c, "norm_head": "false"}), "norm_head"),
     "norm_head a number": (("baichuan-tiny",), lambda f: _config(f, lambda c: {**c, "norm_head": 1}), "norm_head"),
+    "null group count": (("deepseek-tiny",), lambda f: _config(f, lambda c: {**c, "topk_group": None}), "topk_group is null"),
     "doubled heads, head_dim given": (("chatglm2-tiny",), lambda f: _config(f, lambda c: {**c, "num_attention_heads": 2 * c["num_attention_heads"]}), "q_proj"),
     "doubled heads, kv heads kept": (("chatglm2-tiny",), lambda f: _config(f, lambda c: {**_without(c, "head_dim"), "num_attention_heads": 2 * c["num_attention_heads"]}), "k_proj"),
 }

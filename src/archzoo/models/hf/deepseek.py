@@ -148,13 +148,16 @@ def v2_from_hf(hf: dict, name: str) -> dict:
 def v3_from_hf(hf: dict, name: str) -> dict:
     layout = "interleaved" if hf.get("rope_interleave", True) else "half"
     cfg = _common_from_hf(hf, name, V3, layout)
-    n_groups = _field(hf, "n_group", V3) or 1  # null: one group (no group limit)
+    for key in ("n_group", "topk_group"):
+        if key in hf and hf[key] is None:  # transformers' V3 router computes with both: null fails there
+            raise UnsupportedConfig(f"{V3}: {key} is null; give a number (n_group 1 = no group limit), or leave it out for {ABSENT[V3][key]}")
+    n_groups = _field(hf, "n_group", V3)
     cfg["moe"].update(
         scoring="sigmoid",
         correction_bias=True,
         normalize_top_k=bool(hf.get("norm_topk_prob", True)),
         n_groups=n_groups,
-        topk_groups=_field(hf, "topk_group", V3) or n_groups,
+        topk_groups=_field(hf, "topk_group", V3),
         group_score="top2_sum",
     )
     cfg["model"]["mtp_layers"] = hf.get("num_nextn_predict_layers", 0)
