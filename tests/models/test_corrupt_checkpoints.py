@@ -7,7 +7,7 @@ the norm_head flag). Each case changes one thing; none may load.
 Two kinds of change are not errors, and are tested for what they are instead:
 * a field left out of config.json takes the default transformers' config class gives it (a folder means
   here what it means there): DeepSeek's routed_scaling_factor, GLM-4's partial_rotary_factor;
-* a head count the weights cannot tell: BLOOM's and ChatGLM-6B's per-head fused QKV is [3 d, d] for
+* a head count the weights cannot tell: BLOOM's, ChatGLM-6B's and Baichuan's fused QKV is [3 d, d] for
   every head count that divides d, and no other tensor's shape depends on it, so a doubled n_head loads
   (transformers splits by the same field); where head_dim or the kv heads are in the shapes it is refused.
 """
@@ -279,11 +279,11 @@ def test_an_absent_partial_rotary_factor_is_glm_configs_half(saved, tmp_path):
     assert torch.equal(model(ids), reference(ids))  # the saved folder said 0.5 outright: the same model
 
 
-@pytest.mark.parametrize(("name", "field"), [("bloom-tiny", "n_head"), ("glm-tiny", "num_attention_heads")])
+@pytest.mark.parametrize(("name", "field"), [("bloom-tiny", "n_head"), ("glm-tiny", "num_attention_heads"), ("baichuan-tiny", "num_attention_heads")])
 def test_a_head_count_the_weights_cannot_tell_loads_as_config_json_says(saved, tmp_path, name, field):
-    """Not detectable, and why: with n_head doubled every tensor keeps its shape (per-head fused QKV is
-    [3 d, d] for any head count dividing d), so the file cannot contradict config.json; the model follows
-    the field, as transformers' split does."""
+    """Not detectable, and why: with n_head doubled every tensor keeps its shape (a fused QKV, per head or
+    Baichuan's [Q | K | V] W_pack, is [3 d, d] for any head count dividing d), so the file cannot
+    contradict config.json; the model follows the field, as transformers' (or the remote code's) split does."""
     folder = _copy(saved, name, tmp_path)
     reference = archzoo.load_pretrained(folder)
     _config(folder, lambda c: {**c, field: 2 * c[field]})
