@@ -112,6 +112,15 @@ def test_the_kernel_runs_only_where_the_timing_probe_found_it_faster(mode, faste
         assert torch.equal(fast(x), reference(x))  # the dequantize path itself, bit for bit
 
 
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_more_rows_than_the_kernels_take_go_dequantized(mode, monkeypatch):
+    reference, fast = _layers(mode, torch.float32)
+    monkeypatch.setattr(fast_quant, "kernel_is_faster", lambda m, d: True)
+    few, many = torch.randn(fast_quant.KERNEL_ROWS, 256), torch.randn(2, fast_quant.KERNEL_ROWS, 256)
+    assert torch.equal(fast(few), fast.kernel_forward(few))  # up to KERNEL_ROWS rows: the kernel
+    assert torch.equal(fast(many), reference(many))  # a prefill of 2 x 16 rows: dequantize, bit for bit
+
+
 def test_the_timing_probe_answers_once_per_mode_and_dtype():
     kernel_is_faster.cache_clear()
     first = kernel_is_faster("int8", torch.bfloat16)

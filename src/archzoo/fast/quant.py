@@ -29,8 +29,21 @@ activations it is, by far; with float32 ones torch's kernels were measured
 slower than dequantize-and-matmul (bench_quant on a 2-core Zen 5, last
 session: 16.98 against 11.98 ms per decoded token), and by how much depends
 on the CPU. So a second probe, once per mode and dtype, times both paths on a
-batch-1 product with a 1024 x 1024 weight (the decode case; best of 7
-interleaved rounds each) and the kernel runs only where it won.
+``KERNEL_ROWS``-row product with a 1024 x 1024 weight (best of 7 interleaved
+rounds each) and the kernel runs only where it won, and only for inputs of at
+most ``KERNEL_ROWS`` rows (decode steps and small batches): the kernels' cost
+grows with the rows much faster than a matmul's. Measured on the 2-core Zen 5,
+1024 x 1024, kernel against dequantize, ms:
+
+    rows              1              16              512
+    int8 bf16    0.019 / 0.208   0.114 / 0.244    3.60 / 1.44
+    int4 bf16    0.020 / 0.890   0.109 / 0.644    3.30 / 3.31
+    int8 fp32    0.378 / 0.211   6.32  / 0.453    202  / 5.76
+    int4 fp32    0.829 / 0.637   13.2  / 3.69     425  / 7.19
+
+A probe at 1 row was too close to call for int4 in float32 (it chose the kernel
+on one run, and a 8 x 64-token forward of llama-tiny then took 155 ms instead of
+6 ms); at 16 rows each side wins by 2x or more, so noise cannot flip it.
 ``kernel_path(module, dtype)`` says which path a layer takes; ``kernel_forward``
 runs the kernel whatever the timing probe says (the equality tests call it).
 
@@ -55,6 +68,8 @@ import torch.nn.functional as F
 from ..blocks.quant import QuantLinear
 
 INT4_GROUP_SIZES = (32, 64, 128, 256)
+KERNEL_ROWS = 16
+"""Most input rows the packed kernels take (see the table in the module docstring); more go dequantized."""
 
 
 def _int8_mm(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -107,12 +122,12 @@ def kernel_works(mode: str, dtype: torch.dtype) -> bool:
 
 @functools.cache
 def kernel_is_faster(mode: str, dtype: torch.dtype) -> bool:
-    """Whether the ``mode`` kernel beats dequantize-and-matmul here for ``dtype`` on a batch-1 product
-    with a 1024 x 1024 weight (best of 7 interleaved timings each; see the module docstring)."""
+    """Whether the ``mode`` kernel beats dequantize-and-matmul here for ``dtype`` on a ``KERNEL_ROWS``-row
+    product with a 1024 x 1024 weight (best of 7 interleaved timings each; see the module docstring)."""
     generator = torch.Generator().manual_seed(0)
     layer = FastQuantLinear.from_linear(
         torch.nn.Linear(1024, 1024, bias=False), mode, 128, (torch.randn(1024, 1024, generator=generator) / 32).to(dtype))
-    x = torch.randn(1, 1024, generator=generator).to(dtype)
+    x = torch.randn(KERNEL_ROWS, 1024, generator=generator).to(dtype)
     paths = {"kernel": layer.kernel_forward, "dequantize": lambda v: QuantLinear.forward(layer, v)}
     best = dict.fromkeys(paths, float("inf"))
     with torch.inference_mode():
@@ -187,7 +202,7 @@ class FastQuantLinear(QuantLinear):
         return y.view(*x.shape[:-1], self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernel_path(self, x.dtype) == "dequantize":
+        if x.numel() > KERNEL_ROWS * self.in_features or kernel_path(self, x.dtype) == "dequantize":
             return super().forward(x)
         return self.kernel_forward(x)
 
