@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import tempfile
-import time
 
 import torch
 import transformers
@@ -30,6 +28,7 @@ from archzoo.blocks.norm import RMSNorm
 from archzoo.blocks.rope import RotaryEmbedding
 from archzoo.blocks.router import Router
 from archzoo.fast import reference_class, use_implementation
+from common import interleaved_medians
 
 
 def without(model: torch.nn.Module, form: type) -> torch.nn.Module:
@@ -122,18 +121,6 @@ def cases():
     yield Router, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
 
 
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -149,7 +136,7 @@ def main() -> None:
         name = form.__name__
         if args.only and name.replace(" ", "_") not in args.only:
             continue
-        times = interleaved({"with": timing(model), "without": timing(without(model, form))}, args.repeats)
+        times = interleaved_medians({"with": timing(model), "without": timing(without(model, form))}, args.repeats, warmup=1)
         gain = times["without"] / times["with"] - 1
         print(
             f"{name:26s} {label:32s} {times['with'] * 1e3:8.3f}ms {times['without'] * 1e3:9.3f}ms {gain:+7.1%}",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import tempfile
 
 import peft
@@ -32,21 +31,11 @@ import transformers
 
 import archzoo
 from archzoo.fast import use_implementation
-from common import interleaved_medians, same_weights
+from common import cpu_name, interleaved_medians, same_weights
 
 SMALL = dict(
     vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8, intermediate_size=1376
 )
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def archzoo_step(model, optimizer, ids):

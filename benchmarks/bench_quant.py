@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 
@@ -43,6 +42,7 @@ import torch
 import archzoo
 from archzoo.blocks.quant import QuantLinear
 from archzoo.fast.quant import FastQuantLinear, kernel_is_faster, kernel_path
+from common import cpu_name
 
 SMALL = {"vocab_size": 32000, "d_model": 512, "n_layers": 8, "n_heads": 8, "hidden": 1536}
 
@@ -55,16 +55,6 @@ def small_config(quick: bool) -> archzoo.Config:
     base["attention"].pop("head_dim", None)
     base["mlp"].update(hidden=SMALL["hidden"])
     return archzoo.Config.from_dict(base)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def variants(model: archzoo.CausalLM, quick: bool) -> dict[str, tuple[torch.nn.Module, torch.dtype]]:

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -41,7 +39,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from common import same_weights
+from common import cpu_name, interleaved_medians, same_weights
 
 SMALL = dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8)
 TINY = dict(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4)
@@ -78,31 +76,6 @@ def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer, windo
     return step
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, clock=time.perf_counter, warmup: int = 2) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    features = [f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in flags]
-    return f"{name} ({', '.join(features) or 'no AVX-512 / AMX'})"
-
-
 def adamw(model: torch.nn.Module, fused: bool | None = None) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=fused)
 
@@ -119,7 +92,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"{cpu_name()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{cpu_name(features=True)}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"threads {torch.get_num_threads()}, {args.clock} clock\n"
     )
     header = (
@@ -141,7 +114,7 @@ def main() -> None:
             "archzoo": train_step(model, adamw(model, fused=True), windows),
             "transformers default": train_step(lambda ids, m=hf_copy: m(input_ids=ids).logits, adamw(hf_copy), windows),
         }
-        times = interleaved(steps, args.repeats, clock)
+        times = interleaved_medians(steps, args.repeats, clock=clock)
         t_hf, t_az, t_plain = times["transformers"], times["archzoo"], times["transformers default"]
         print(
             f"{name:28s} {t_hf * 1e3:10.1f} ms {t_az * 1e3:7.1f} ms {t_hf / t_az:6.2f}"
@@ -152,10 +125,10 @@ def main() -> None:
             small = (name, model, windows)
     name, model, windows = small
     optimizer = adamw(model, fused=True)
-    times = interleaved(
+    times = interleaved_medians(
         {"fp32": train_step(model, optimizer, windows), "bf16": train_step(model, optimizer, windows, autocast=True)},
         args.repeats,
-        clock,
+        clock=clock,
     )
     print(f"\narchzoo {name}: fp32 {times['fp32'] * 1e3:.1f} ms, bf16 autocast {times['bf16'] * 1e3:.1f} ms per step "
           f"(bf16 is {times['fp32'] / times['bf16']:.2f}x the speed of fp32)")

@@ -3,6 +3,7 @@ and building archzoo and transformers models that hold the same weights."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import tempfile
 import time
@@ -11,6 +12,22 @@ from collections.abc import Callable
 import torch
 
 import archzoo
+
+
+def cpu_name(features: bool = False) -> str:
+    """The CPU's model name from /proc/cpuinfo (benchmarks report speed with it); with ``features``,
+    which of AMX-bf16, AVX-512-bf16 and AVX-512 it has (what decides bf16 and fp32 matmul speed)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    if not features:
+        return name
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    found = [f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in flags]
+    return f"{name} ({', '.join(found) or 'no AVX-512 / AMX'})"
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
@@ -25,18 +42,20 @@ def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2)
     return statistics.median(times)
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median wall time of each function, timing them in turn (a, b, a, b, ...), so
-    that a machine whose speed drifts (a shared VM) slows both sides alike."""
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median time of each function by ``clock`` (wall time unless told, e.g. ``time.process_time``),
+    timing them in turn (a, b, a, b, ...), so that a machine whose speed drifts (a shared VM) slows
+    both sides alike."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -18,7 +18,6 @@ the checkpoint folder's tokenizer, else as UTF-8 bytes (vocabularies >= 256).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -29,11 +28,11 @@ from ..errors import InputError
 from ..generate import generate
 from ..inspect import estimate_memory
 from ..memory_guard import require_training_memory
-from ..train import METHODS, PRECISIONS, TrainSettings, resume, train
+from ..train import PRECISIONS, TrainSettings, resume, train
 from ..train.adapter_methods import PrefixTraining, estimate_kwargs, parse_lora
 from ..train.distributed import check_sharding, launched_by_torchrun
 from ..train.distributed.launch import launch
-from ..train.run import check_output_folder
+from ..train.run import check_output_folder, read_run_description
 
 DEFAULTS = TrainSettings()
 DEFAULT_OUT = "runs/{name}"
@@ -171,15 +170,7 @@ def run(args: argparse.Namespace) -> int:
 def check_before_launch(args: argparse.Namespace) -> None:
     """Every refusal a run on ``--nproc`` processes would meet, found here, before any process starts."""
     if args.resume is not None:
-        info_path = args.resume / "run.json"
-        if not info_path.is_file():
-            raise InputError(f"--resume {args.resume}: no run.json (not a run folder written by archzoo train)")
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-            settings = TrainSettings.from_dict(info["settings"], str(info_path))
-            method = METHODS[info["method"]["method"]](info["method"])
-        except (KeyError, ValueError) as err:
-            raise InputError(f"{info_path}: unreadable run description ({err})") from None
+        _, settings, method = read_run_description(args.resume)
     else:
         if args.model is None:
             raise InputError("give a config name or checkpoint folder to train, or --resume DIR")

@@ -174,9 +174,9 @@ def train(
     return _run(out, trainer, tokenizer, run_info, [], stop_after, progress, run)
 
 
-def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: bool = True) -> RunResult:
-    """Continue the run in ``out`` from its newest checkpoint (everything else comes from run.json)."""
-    out = Path(out)
+def read_run_description(out: Path) -> tuple[dict, TrainSettings, object]:
+    """The run folder's run.json, with its settings and training method rebuilt (CheckpointError naming
+    the folder or file when it is not a run folder or cannot be read)."""
     info_path = out / RUN_FILE
     if not info_path.is_file():
         raise CheckpointError(f"--resume {out}: no {RUN_FILE} (not a run folder written by archzoo train)")
@@ -186,6 +186,13 @@ def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: b
         method = METHODS[info["method"]["method"]](info["method"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{info_path}: unreadable run description ({err})") from None
+    return info, settings, method
+
+
+def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: bool = True) -> RunResult:
+    """Continue the run in ``out`` from its newest checkpoint (everything else comes from run.json)."""
+    out = Path(out)
+    info, settings, method = read_run_description(out)
     checkpoints = list_checkpoints(out / "checkpoints")
     if not checkpoints:
         raise CheckpointError(f"--resume {out}: no checkpoint yet (the run stopped before its first save)")
@@ -198,7 +205,7 @@ def resume(out: str | os.PathLike, *, stop_after: int | None = None, progress: b
         {k: v for k, v in info["data"].items() if k in ("text", "ids")}, model.config.model.vocab_size, info.get("tokenizer"), settings
     )
     if data_spec["sha256"] != info["data"]["sha256"]:
-        raise CheckpointError(f"--resume {out}: the training data changed since the run started ({info_path}: data)")
+        raise CheckpointError(f"--resume {out}: the training data changed since the run started ({out / RUN_FILE}: data)")
     trainer = Trainer(model, split, settings, method=method, parallel=run.parallel)
     state = run.load_checkpoint(folder, trainer)
     if state.step != step:
