@@ -116,6 +116,8 @@ def decoding_layout(model: nn.Module) -> Iterator[None]:
 
 
 def drop_copies(model: nn.Module) -> None:
-    """Free the column-major copies (``use_implementation(model, "reference")`` calls it)."""
+    """Free the column-major copies, and the loss's chunk buffer (``fast/next_token_loss.py``):
+    ``use_implementation(model, "reference")`` calls it."""
     for module in model.modules():
         module.__dict__.pop("column_major", None)
+        module.__dict__.pop("chunk_buffer", None)

@@ -5,6 +5,9 @@
                                     wired by ``blocks/residual.py``
     logits = W_head N_final(h_L)    (W_head = E when embeddings are tied; rows normalised
                                      first with ``norm_head``: Baichuan 2, ``blocks/norm_head.py``)
+    loss = cross-entropy(logits, targets)   with ``targets=``: the head and the loss as one
+                                     block (``blocks/next_token_loss.py``), so that its fast
+                                     form can skip the [batch, seq, vocab] logits
 
 One code path for every family: what differs is data in the config.
 """
@@ -22,6 +25,7 @@ from ..blocks.attention import AttentionContext
 from ..blocks.cache import KVCache, LayerCache
 from ..blocks.masks import build_mask
 from ..blocks.moe import MoEOutput
+from ..blocks.next_token_loss import NextTokenLoss
 from ..blocks.norm_head import NormHead
 from ..blocks.residual import select_wiring
 from ..config import Config, LayerPlan, load_config
@@ -34,9 +38,10 @@ from .inputs import check_forward_inputs
 class CausalLMOutput:
     """What ``model(..., return_dict=True)`` gives: logits plus MoE training signals."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None when the loss was asked for (``targets=``): it is not formed
     aux_loss: torch.Tensor | None = None  # sum over MoE layers, already weighted by aux_loss_coef
     expert_loads: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, tokens per expert
+    loss: torch.Tensor | None = None  # with ``targets=``: mean next-token cross-entropy (float32), aux_loss apart
 
 
 class MoECollector:
@@ -107,6 +112,7 @@ class CausalLM(nn.Module):
         self.lm_head = (NormHead if cfg.model.norm_head else nn.Linear)(d_model, vocab, bias=False)
         if cfg.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.next_token_loss = NextTokenLoss()  # no parameters: it applies lm_head
         self.activation_checkpointing = False  # recompute each layer in backward (train/recompute.py)
         self.prefix = None  # P-tuning v2 keys/values ahead of every layer's (blocks/prefix.py, add_prefix)
         if not self.embed.weight.is_meta:
@@ -147,8 +153,14 @@ class CausalLM(nn.Module):
         *,
         logits_to_keep: int = 0,
         return_dict: bool = False,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor | CausalLMOutput:
         """Logits ``[batch, seq, vocab]`` (only the last ``logits_to_keep`` positions if > 0).
+
+        With ``targets`` (``[batch, seq]`` token ids, -100 = no loss at that position; for
+        next-token training, the inputs shifted by one), the mean cross-entropy of the
+        logits against them instead, in float32: a 0-dim tensor, or with ``return_dict`` the
+        output's ``loss`` (its ``logits`` are then None: they are never formed whole).
 
         attention_mask: ``[batch, past + seq]`` padding (1 = keep) or a boolean
             ``[batch, seq, past + seq]`` matrix (True = may attend).
@@ -158,7 +170,7 @@ class CausalLM(nn.Module):
         Bad arguments raise ``InputError`` (rules and costs: ``models/inputs.py``).
         """
         past = cache.length if cache is not None else 0
-        check_forward_inputs(self.config, input_ids, attention_mask, position_ids, cache, logits_to_keep, past)
+        check_forward_inputs(self.config, input_ids, attention_mask, position_ids, cache, logits_to_keep, past, targets)
         batch, seq = input_ids.shape
         layer_caches = cache.layers if cache is not None else [None] * len(self.layers)
         if self.prefix is not None:  # the prefix is every layer's past; the mask gains its slots
@@ -186,14 +198,19 @@ class CausalLM(nn.Module):
             hidden = self.final_norm(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
+        loss = logits = None
+        if targets is not None:
+            loss = self.next_token_loss(hidden, self.lm_head, targets.long())  # cross_entropy takes int64
+        else:
+            logits = self.lm_head(hidden)
         if not return_dict:
-            return logits
+            return logits if targets is None else loss
         aux = [out.aux_loss for out in moe_outputs.outputs if out.aux_loss is not None]
         return CausalLMOutput(
             logits=logits,
             aux_loss=torch.stack(aux).sum() if aux else None,
             expert_loads=[out.expert_load for out in moe_outputs.outputs],
+            loss=loss,
         )
 
 

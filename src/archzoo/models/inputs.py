@@ -18,6 +18,8 @@ position_ids    integer, >= 0, ``[batch, seq]`` (``[batch, 2, seq]`` also for gl
                 position_ids change nothing there.
 cache           a ``KVCache`` holding the same batch size as input_ids.
 logits_to_keep  an int >= 0 (0 = every position).
+targets         integer ``[batch, seq]`` (as input_ids), every id in [0, vocab_size) or -100
+                (no loss there); only with logits_to_keep = 0 (the loss covers every position).
 
 Sequences past ``[model] max_seq_len``: no shipped position kind has a learned
 table, so none of them has a hard limit. RoPE (and GLM's 2D RoPE) and ALiBi
@@ -81,6 +83,7 @@ def check_forward_inputs(
     cache,
     logits_to_keep,
     past: int,
+    targets=None,
 ) -> None:
     """Raise ``InputError`` for the first broken rule (see the module docstring)."""
     ids = _tensor("input_ids", input_ids)
@@ -117,7 +120,23 @@ def check_forward_inputs(
         if low < 0 or high >= vocab:
             bad = low if low < 0 else high
             raise InputError(f"input_ids: token id {bad} is outside the vocabulary [0, {vocab})")
+    if targets is not None:
+        _check_targets(cfg, _tensor("targets", targets), batch, seq, logits_to_keep, trusted)
     warn_past_max_seq_len(cfg, past + seq)
+
+
+def _check_targets(cfg, targets: torch.Tensor, batch: int, seq: int, logits_to_keep: int, trusted: bool) -> None:
+    if not _is_integer(targets):
+        raise InputError(f"targets: must hold integer token ids (-100 = no loss), got dtype {targets.dtype}")
+    if tuple(targets.shape) != (batch, seq):
+        raise InputError(f"targets: must be [batch, seq] = {[batch, seq]} (as input_ids), got {list(targets.shape)}")
+    if logits_to_keep:
+        raise InputError("logits_to_keep: must be 0 with targets (the loss is over every position)")
+    if not trusted:
+        vocab, ids = cfg.model.vocab_size, targets.long()  # compared in int64: a uint8 / int8 vocab bound overflows
+        bad = ids[(ids != -100) & ((ids < 0) | (ids >= vocab))]
+        if bad.numel():
+            raise InputError(f"targets: id {int(bad[0])} is neither in the vocabulary [0, {vocab}) nor -100 (no loss)")
 
 
 def _check_alibi_positions(positions: torch.Tensor, attention_mask, past: int) -> None:
