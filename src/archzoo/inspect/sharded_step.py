@@ -72,24 +72,25 @@ def sharded_step_memory(
     activations = local.activations
     if precision == "bf16":  # FSDP2 gathers bf16 parameters: no autocast copies of float32 weights
         activations -= 2 * (vocab * d if checkpointing else params - (0 if cfg.model.tie_embeddings else vocab * d))
-    outside = tokens * (_norm_bytes(precision, d) + 4 * vocab)
+    outside = tokens * (_norm_bytes(precision, d) + (4 * d if local.workspace else 4 * vocab))  # fused loss: dL/dh
     full_training = trainable is None or trainable == params
     head_gradient = vocab * d * gathered_b if full_training else 0.0
     state = (local.weights + local.optimizer_state) / n
     gradients = local.gradients / n
     gather = root * gathered_b + 3 * largest_layer * gathered_b
     candidates = {
-        "backward": state + activations + local.logit_gradients + root * gathered_b,
-        "layer backward": state + activations - outside + head_gradient + gather,
-        "optimizer step": state + gradients,
+        "backward": state + activations + local.logit_gradients + root * gathered_b + local.workspace,
+        "layer backward": state + activations - outside + head_gradient + gather + local.workspace,
+        "optimizer step": state + gradients + local.workspace,
     }
     if checkpointing:
         biggest = max(layer_bytes_per_token(cfg, precision, plan.mlp == "moe") for plan in cfg.layer_plan)
-        candidates["recompute"] = state + gradients + tokens * biggest + gather
+        candidates["recompute"] = state + gradients + tokens * biggest + gather + local.workspace
     peak_at = max(candidates, key=candidates.get)
     return TrainingStepMemory(
         precision=precision, checkpointing=checkpointing, trainable_params=local.trainable_params,
         weights=local.weights / n, optimizer_state=local.optimizer_state / n, gradients=gradients,
         activations=activations, logit_gradients=local.logit_gradients, optimizer_temporaries=local.optimizer_temporaries,
+        workspace=local.workspace,
         peak=candidates[peak_at], peak_at=peak_at, world_size=n, gathered=gather,
     )  # fmt: skip

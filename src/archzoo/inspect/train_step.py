@@ -18,7 +18,8 @@ Activations A kept for the backward pass, per token (b = act bytes: 4 fp32, else
                             as SDPA saves them) + a float32 log-sum-exp per head
                 MLP         SwiGLU / GeGLU: gate, its activation, up, their product: 4 h x b;
                             GeLU: 2 h x b;  MoE: per chosen expert 2 d + 4 h_e values, router 4 E bytes
-    outside     the final norm as above, and the float32 log-softmax of the logits: 4 V
+    outside     the final norm as above, and the float32 log-softmax of the logits: 4 V;
+                with the fused loss (below) instead dL/dh, formed in the forward: 4 d
     autocast    plus a bfloat16 copy of every weight a matmul uses (2 bytes each), kept for backward
 
 With activation checkpointing a layer keeps only its input (4 d, or 2 d in bf16-pure);
@@ -34,7 +35,14 @@ Two moments in the step are the candidates for the peak:
     (checkpointing)   S + G + one layer   the first layer is recomputed while nearly every
                                           gradient exists
 
-and the peak is the largest. Not counted: the token ids, the RoPE / ALiBi tables and
+and the peak is the largest.
+
+The fused loss (``fast/next_token_loss.py``, the default fast path, for a float32 plain head
+when N V >= its ``MIN_LOGITS``) forms no logits: L = 0, and what it holds instead is the
+head's gradient dL/dW (4 V d, formed in the forward; full training only) at backward start
+and its chunk buffer W_s = 4 rows V, kept between steps (``workspace``, in every moment).
+
+Not counted: the token ids, the RoPE / ALiBi tables and
 other buffers (a few MB at most), Python and allocator overhead (see ``archzoo.train.memory``).
 """
 
@@ -64,6 +72,7 @@ class TrainingStepMemory:
     optimizer_temporaries: float
     peak: float
     peak_at: str  # "backward" | "optimizer step" | "recompute" (| "layer backward": sharded_step.py)
+    workspace: float = 0.0  # the fused loss's chunk buffer, kept between steps (fast/next_token_loss.py)
     world_size: int = 1  # processes sharing the model (FSDP2; sharded_step.py): every figure is per process
     gathered: float = 0.0  # sharded: the whole parameters gathered at the peak (root + layers + buffer)
 
@@ -92,6 +101,16 @@ def layer_bytes_per_token(cfg: Config, precision: str, moe_layer: bool = False, 
     attention = attention_on_meta(cfg).activation_values() if attention_values is None else attention_values
     mlp_values, mlp_fp32 = _mlp_values(cfg, moe_layer)
     return norms * _norm_bytes(precision, d) + act * attention + 4 * cfg.n_heads + act * mlp_values + mlp_fp32
+
+
+def fused_loss_rows(cfg: Config, precision: str, tokens: int) -> int:
+    """Rows of the fused loss's chunk buffer when ``archzoo.train``'s step uses it, else 0."""
+    from ..fast.next_token_loss import MIN_LOGITS, chunk_rows
+
+    vocab = cfg.model.vocab_size
+    if precision != "fp32" or cfg.model.norm_head or tokens * vocab < MIN_LOGITS:
+        return 0
+    return chunk_rows(tokens, vocab)
 
 
 def largest_parameter(cfg: Config) -> int:
@@ -138,6 +157,9 @@ def training_step_memory(
     layers = [layer_bytes_per_token(cfg, precision, plan.mlp == "moe", attention) for plan in cfg.layer_plan]
     layers = list(layer_activation_bytes) if layer_activation_bytes is not None else layers
     outside = _norm_bytes(precision, d) + 4 * vocab if outside_activation_bytes is None else outside_activation_bytes
+    fused_rows = fused_loss_rows(cfg, precision, tokens)
+    if fused_rows:
+        outside += 4 * d - 4 * vocab  # dL/dh instead of the log-softmax
     weight_copies = 0.0
     if precision == "bf16":  # autocast's bfloat16 copies of the matmul weights; the embedding lookup is no matmul
         matmul_params = params - (0 if cfg.model.tie_embeddings else vocab * d)
@@ -154,13 +176,17 @@ def training_step_memory(
     state = 2 * trainable * state_b
     gradients = trainable * state_b
     logit_gradients = 2 * 4 * tokens * vocab
+    workspace = 0.0
+    if fused_rows:  # no logits: the head's gradient, formed in the forward (full training), instead
+        logit_gradients = 4 * vocab * d if trainable == params else 0.0
+        workspace = 4 * fused_rows * vocab
     temporaries = 0.0 if fused_optimizer else 2 * largest * state_b
     candidates = {
-        "backward": weights + state + activations + logit_gradients,
-        "optimizer step": weights + state + gradients + temporaries,
+        "backward": weights + state + activations + logit_gradients + workspace,
+        "optimizer step": weights + state + gradients + temporaries + workspace,
     }
     if checkpointing:
-        candidates["recompute"] = weights + state + gradients + tokens * (max(layers) + recompute_working_bytes)
+        candidates["recompute"] = weights + state + gradients + tokens * (max(layers) + recompute_working_bytes) + workspace
     peak_at = max(candidates, key=candidates.get)
     return TrainingStepMemory(
         precision=precision,
@@ -172,6 +198,7 @@ def training_step_memory(
         activations=activations,
         logit_gradients=logit_gradients,
         optimizer_temporaries=temporaries,
+        workspace=workspace,
         peak=candidates[peak_at],
         peak_at=peak_at,
     )

@@ -18,7 +18,6 @@ from torch import nn
 
 from ..errors import InputError
 from .data import fixed_windows
-from .loop import next_token_loss
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,7 @@ def evaluate(model: nn.Module, ids: torch.Tensor, *, seq_len: int, batch: int = 
     total = 0.0
     chunks = windows.split(batch)
     for chunk in tqdm(chunks, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True):
-        logits = model(chunk[:, :-1])
-        total += next_token_loss(logits, chunk[:, 1:]).item() * chunk[:, 1:].numel()
+        total += model(chunk[:, :-1], targets=chunk[:, 1:]).item() * chunk[:, 1:].numel()
     count = windows.shape[0] * seq_len
     loss = total / count
     return EvalResult(loss, math.exp(min(loss, 700.0)), count)

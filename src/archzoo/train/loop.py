@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks.moe import update_router_bias
+from ..models.inputs import trusted_inputs
 from .checkpoint import TrainerState
-from .data import Split, WindowSampler, fixed_windows
+from .data import Split, WindowSampler, check_ids, fixed_windows
 from .distributed.batch import OneProcess
 from .methods import FullTraining
 from .precision import forward_context, model_dtype
@@ -39,7 +40,10 @@ from .settings import TrainSettings
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``logits [B, T, V]`` against ``targets [B, T]`` (computed in float32)."""
+    """Mean cross-entropy of ``logits [B, T, V]`` against ``targets [B, T]`` (computed in float32).
+
+    For logits in hand; the loop itself asks the model (``model(ids, targets=...)``), which
+    computes the same loss without forming the whole logits on its fast path."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
@@ -52,6 +56,9 @@ class Trainer:
         self.parallel = parallel or OneProcess()
         self.model = model
         self.data = data
+        vocab = model.config.model.vocab_size  # checked once here, so that no step re-checks its windows
+        check_ids(data.train, vocab, "training data")
+        check_ids(data.val, vocab, "validation data")
         if self.parallel.world == 1:
             model.to(model_dtype(settings.precision))  # a sharded model was built in its dtype
         set_activation_checkpointing(model, settings.checkpointing)
@@ -101,11 +108,11 @@ class Trainer:
         losses, aux_losses, loads = [], [], None
         for _ in range(s.accumulate):
             windows = self.parallel.rows(self.sampler.next_batch(s.batch)).to(self.device)
-            with forward_context(s.precision, self.device):
-                out = model(windows[:, :-1], return_dict=True)
-                loss = next_token_loss(out.logits, windows[:, 1:])
-            aux, step_loads = out.aux_loss, [load.detach() for load in out.expert_loads]
-            del out  # the logits (batch x seq x vocab floats): autograd keeps only what backward needs
+            with forward_context(s.precision, self.device), trusted_inputs():  # ids checked in __init__
+                # the model applies its head and the loss itself: its fast form never forms the logits
+                out = model(windows[:, :-1], return_dict=True, targets=windows[:, 1:])
+            loss, aux, step_loads = out.loss, out.aux_loss, [load.detach() for load in out.expert_loads]
+            del out
             total = loss if aux is None else loss + aux
             (total / s.accumulate).backward()
             del total
@@ -149,9 +156,9 @@ class Trainer:
             weight = rows.shape[0]
             if weight == 0:  # a short last chunk: every process must still take part in the forward
                 rows = chunk[:1].to(self.device)
-            with forward_context(self.settings.precision, self.device):
-                logits = self.model(rows[:, :-1])
-            total += self.parallel.mean(next_token_loss(logits, rows[:, 1:]).item() * weight) * self.parallel.world
+            with forward_context(self.settings.precision, self.device), trusted_inputs():
+                loss = self.model(rows[:, :-1], targets=rows[:, 1:])
+            total += self.parallel.mean(loss.item() * weight) * self.parallel.world
             count += chunk.shape[0]
         self.model.train()
         return total / count

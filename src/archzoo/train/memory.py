@@ -52,9 +52,12 @@ class TensorMemory(TorchDispatchMode):
         return self
 
     def track_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> TensorMemory:
-        """Weights, buffers, existing gradients and optimizer state."""
+        """Weights, buffers, what the fast forms keep between calls, existing gradients and optimizer state."""
+        from ..fast import kept_tensors
+
         self.track(model.parameters())
         self.track(model.buffers())
+        self.track(kept_tensors(model))
         self.track(p.grad for p in model.parameters() if p.grad is not None)
         if optimizer is not None:
             self.track(v for state in optimizer.state.values() for v in state.values())
