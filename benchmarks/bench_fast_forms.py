@@ -24,6 +24,7 @@ import archzoo
 from archzoo.blocks.experts import StackedExperts
 from archzoo.blocks.mla import MultiHeadLatentAttention
 from archzoo.blocks.moe import MoE
+from archzoo.blocks.next_token_loss import NextTokenLoss
 from archzoo.blocks.norm import RMSNorm
 from archzoo.blocks.rope import RotaryEmbedding
 from archzoo.blocks.router import Router
@@ -85,6 +86,20 @@ def moe_forward_backward(layer, tokens: int):
     return run
 
 
+def train_step(model, batch: int, seq: int):
+    """One fused-AdamW step on next-token cross-entropy, as ``archzoo.train`` runs it (``targets=``)."""
+    model = copy.deepcopy(model).train()  # its own weights and optimizer: the two sides never share a step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    windows = torch.randint(0, model.config.model.vocab_size, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
+
+    def run():
+        model(windows[:, :-1], targets=windows[:, 1:]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
 def small_llama():
     config = transformers.LlamaConfig(
         vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8
@@ -119,6 +134,8 @@ def cases():
     yield StackedExperts, "MoE layer fwd+bwd 1024", layer, lambda m: moe_forward_backward(m, 1024)
     yield Router, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)
     yield Router, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
+    yield NextTokenLoss, "small-llama train step 4x128", small, lambda m: train_step(m, 4, 128)
+    yield NextTokenLoss, "small-llama train step 1x128", small, lambda m: train_step(m, 1, 128)
 
 
 def main() -> None:

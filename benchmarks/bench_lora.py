@@ -6,7 +6,11 @@ The small LLaMA config (d_model 512, 8 layers, 8 heads, vocab 32k, SwiGLU 1376)
 gets LoRA on q_proj and v_proj (rank 8, alpha 16) in archzoo; the same adapter
 (B set non-zero) is saved and loaded into ``peft`` on the transformers model
 holding the same weights, trainable. One step = forward, next-token
-cross-entropy, backward, AdamW on the adapters; batch 4 x 128, float32. The two
+cross-entropy, backward, AdamW on the adapters; batch 4 x 128, float32. Each library
+computes its loss the way it offers: peft / transformers' ``labels=`` (its
+``ForCausalLMLoss``: whole logits, then ``F.cross_entropy``) and archzoo's
+``model(ids, targets=...)``, which ``archzoo.train`` runs (its fast form never forms
+the logits: ``fast/next_token_loss.py``). The two
 steps alternate call by call (median of repeats), so a drifting shared machine
 slows both alike. archzoo runs twice: ``implementation="reference"`` (every block
 as its equation; LoRA as ``blocks/lora.py``, five autograd nodes) and ``"fast"``
@@ -26,7 +30,6 @@ import tempfile
 
 import peft
 import torch
-import torch.nn.functional as F
 import transformers
 
 import archzoo
@@ -41,8 +44,7 @@ SMALL = dict(
 def archzoo_step(model, optimizer, ids):
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        loss = model(ids[:, :-1], targets=ids[:, 1:])
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -53,8 +55,8 @@ def archzoo_step(model, optimizer, ids):
 def peft_step(model, optimizer, ids):
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=ids[:, :-1]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        targets = ids[:, 1:].contiguous()  # shift_labels: already shifted, the same positions as archzoo's
+        loss = model(input_ids=ids[:, :-1], labels=targets, shift_labels=targets).loss
         loss.backward()
         optimizer.step()
         return loss.item()

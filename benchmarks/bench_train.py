@@ -3,7 +3,10 @@
     python benchmarks/bench_train.py [--repeats 10] [--threads N] [--clock wall|cpu]
 
 One step = forward, next-token cross-entropy, backward, AdamW step, zero_grad,
-in float32. For each case a transformers model with random weights is saved and
+in float32, each library computing its loss the way it offers: transformers'
+``model(input_ids, labels=...).loss`` (its ``ForCausalLMLoss``: the whole logits, then
+``F.cross_entropy``) and archzoo's ``model(ids, targets=...)`` (``blocks/next_token_loss.py``;
+its fast form never forms the logits), which ``archzoo.train`` runs. For each case a transformers model with random weights is saved and
 loaded into archzoo; each side gets its own AdamW over its own copy of the same
 weights, and the steps are timed in turn (a, b, a, b, ...), so a drifting shared
 machine slows both alike (median of repeats). archzoo's step is the one
@@ -60,14 +63,23 @@ def cases():
     )
 
 
-def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer, windows: torch.Tensor, autocast: bool = False):
+def hf_loss(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """transformers' own training loss: ``labels`` switches it on, ``shift_labels`` says the targets are
+    already shifted (so both libraries predict the same batch x seq positions)."""
+    return lambda ids, targets: model(input_ids=ids, labels=targets, shift_labels=targets.contiguous()).loss
+
+
+def archzoo_loss(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda ids, targets: model(ids, targets=targets)
+
+
+def train_step(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], optimizer, windows: torch.Tensor,
+               autocast: bool = False):
     """One optimizer step on ``windows [batch, seq + 1]``; the same code for both libraries."""
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logits = forward(windows[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
-        del logits
+            loss = loss_of(windows[:, :-1], windows[:, 1:])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -109,10 +121,14 @@ def main() -> None:
         windows = torch.randint(0, hf_model.config.vocab_size, (batch, seq + 1))
         with torch.no_grad():
             assert (hf_model(input_ids=windows).logits - model(windows)).abs().max() < 1e-4, "not the same weights"
+            ids, targets = windows[:, :-1], windows[:, 1:]
+            reference = F.cross_entropy(hf_model(input_ids=ids).logits.flatten(0, 1), targets.flatten())
+            assert abs(hf_loss(hf_model)(ids, targets) - reference) < 1e-5, "not transformers' next-token loss"
+            assert abs(archzoo_loss(model)(ids, targets) - reference) < 1e-4, "not the same loss"
         steps = {
-            "transformers": train_step(lambda ids, m=hf_model: m(input_ids=ids).logits, adamw(hf_model, fused=True), windows),
-            "archzoo": train_step(model, adamw(model, fused=True), windows),
-            "transformers default": train_step(lambda ids, m=hf_copy: m(input_ids=ids).logits, adamw(hf_copy), windows),
+            "transformers": train_step(hf_loss(hf_model), adamw(hf_model, fused=True), windows),
+            "archzoo": train_step(archzoo_loss(model), adamw(model, fused=True), windows),
+            "transformers default": train_step(hf_loss(hf_copy), adamw(hf_copy), windows),
         }
         times = interleaved_medians(steps, args.repeats, clock=clock)
         t_hf, t_az, t_plain = times["transformers"], times["archzoo"], times["transformers default"]
@@ -126,7 +142,8 @@ def main() -> None:
     name, model, windows = small
     optimizer = adamw(model, fused=True)
     times = interleaved_medians(
-        {"fp32": train_step(model, optimizer, windows), "bf16": train_step(model, optimizer, windows, autocast=True)},
+        {"fp32": train_step(archzoo_loss(model), optimizer, windows),
+         "bf16": train_step(archzoo_loss(model), optimizer, windows, autocast=True)},
         args.repeats,
         clock=clock,
     )
