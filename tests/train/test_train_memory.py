@@ -33,8 +33,11 @@ def small_llama(vocab=2048, d=128, layers=2, hidden=352) -> Config:
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_estimate_memory_predicts_the_measured_peak_of_a_step(precision, checkpointing):
     """The issue's bar is 15%; the model counts archzoo's tensors one by one, so it lands far closer.
-    Two configs: one where the logits dominate (vocab 2048) and one where the layers do (long sequences)."""
-    for cfg, batch, seq in ((small_llama(), 4, 64), (small_llama(vocab=512, layers=3), 2, 256)):
+    Three configs: one where the logits dominate (vocab 2048), one where the layers do (long sequences),
+    and one whose 4 x 64 x 8192 = 2^21 logits reach the fused loss's threshold in fp32
+    (``fast/next_token_loss.py``: no logits, the head's gradient and a chunk buffer instead)."""
+    configs = ((small_llama(), 4, 64), (small_llama(vocab=512, layers=3), 2, 256), (small_llama(vocab=8192), 4, 64))
+    for cfg, batch, seq in configs:
         torch.manual_seed(0)
         model = archzoo.build_model(cfg)
         ids = torch.randint(0, cfg.model.vocab_size, (4000,))
@@ -45,3 +48,6 @@ def test_estimate_memory_predicts_the_measured_peak_of_a_step(precision, checkpo
             trainer.train_step()
         estimate = archzoo.estimate_memory(cfg, batch=batch, seq_len=seq, precision=precision, checkpointing=checkpointing)
         assert estimate.training_step.peak == pytest.approx(mem.peak, rel=0.15), (cfg.model.vocab_size, estimate.training_step)
+        fused = "chunk_buffer" in model.next_token_loss.__dict__
+        assert fused == (precision == "fp32" and cfg.model.vocab_size == 8192)
+        assert (estimate.training_step.workspace > 0) == fused  # the estimate knows which loss ran
