@@ -25,8 +25,8 @@ with - 1, decode cases timed over ``generate``):
     Linear             small-llama decode +13.5% (16-token generate, prefill included; per decode
                        step, fastest of 160: +43%); llama-tiny decode +2.9% (its weights fit in cache)
     LoRALinear         see ``benchmarks/bench_lora.py``
-    NextTokenLoss      small-llama training step 4x128 (AdamW, vocab 32k) +26.3%, 1x128 +1.8%
-                       (2 threads, median of 12, quiet machine)
+    NextTokenLoss      small-llama training step 4x128 (AdamW, vocab 32k) +26.3% / +20.9%, 1x128
+                       +1.8% / +6.5% (two runs; 2 threads, median of 12, quiet machine)
 
 Measured and dropped (under 5%): ALiBi's cached decoding ramp (bloom-tiny
 decode -1.1%) and SDPA's own causal mask in place of the boolean matrix

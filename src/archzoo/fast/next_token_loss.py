@@ -29,8 +29,9 @@ one matmul: float32 sums in another order, about (V + d) eps_32 relative.
 
 Measured (``python benchmarks/bench_fast_forms.py --repeats 12 --only NextTokenLoss``, gain over the
 fast path without this form, 2-core EPYC Zen 5, quiet): small-llama training step 4x128 (AdamW,
-vocab 32k) +26.3%, 1x128 +1.8%; a LoRA step of the same model: 1.50x peft's, from 1.02x before
-(``benchmarks/bench_lora.py``, which runs each library's own loss).
+vocab 32k) +26.3% and +20.9% in two runs, 1x128 +1.8% and +6.5%; a LoRA step of the same model:
+1.50x, 1.26x and 1.21x peft's in three runs, from 1.02x before (``benchmarks/bench_lora.py``,
+which runs each library's own loss).
 """
 
 from __future__ import annotations
