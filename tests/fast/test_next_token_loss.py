@@ -275,21 +275,16 @@ def test_micro_batches_accumulate_as_the_reference(fused_calls):
 # 4. what requires a gradient ---------------------------------------------------------------------------
 
 
-def test_frozen_head_gives_only_the_hidden_gradient(fused_calls):
-    hidden, weight, targets = problem(10)
-    fast = run(FastNextTokenLoss(), hidden, weight, targets, grad_weight=False)
-    reference = run(NextTokenLoss(), hidden, weight, targets, grad_weight=False)
-    assert fast[2] is None and reference[2] is None and fast[1] is not None
-    assert fused_calls == [Call(N, ROWS_PER_CHUNK, True, False)]
-    assert_matches(fast, reference, hidden, weight, targets)
-
-
-def test_hidden_without_gradient_gives_only_the_weight_gradient(fused_calls):
-    hidden, weight, targets = problem(11)
-    fast = run(FastNextTokenLoss(), hidden, weight, targets, grad_hidden=False)
-    reference = run(NextTokenLoss(), hidden, weight, targets, grad_hidden=False)
-    assert fast[1] is None and reference[1] is None and fast[2] is not None
-    assert fused_calls == [Call(N, ROWS_PER_CHUNK, False, True)]
+@pytest.mark.parametrize(
+    "seed, grad_hidden, grad_weight", [(10, True, False), (11, False, True)], ids=["frozen head", "hidden without gradient"]
+)
+def test_only_what_requires_a_gradient_gets_one(fused_calls, seed, grad_hidden, grad_weight):
+    hidden, weight, targets = problem(seed)
+    fast = run(FastNextTokenLoss(), hidden, weight, targets, grad_hidden=grad_hidden, grad_weight=grad_weight)
+    reference = run(NextTokenLoss(), hidden, weight, targets, grad_hidden=grad_hidden, grad_weight=grad_weight)
+    absent, present = (2, 1) if grad_hidden else (1, 2)
+    assert fast[absent] is None and reference[absent] is None and fast[present] is not None
+    assert fused_calls == [Call(N, ROWS_PER_CHUNK, grad_hidden, grad_weight)]
     assert_matches(fast, reference, hidden, weight, targets)
 
 

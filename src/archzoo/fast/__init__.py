@@ -52,7 +52,7 @@ from ..blocks.rope import RotaryEmbedding
 from ..blocks.router import Router
 from ..errors import InputError
 from .experts import FastStackedExperts
-from .linear import FastLinear, decoding_layout, drop_copies
+from .linear import FastLinear, decoding_layout
 from .lora import FastLoRALinear
 from .mla import FastMultiHeadLatentAttention
 from .next_token_loss import FastNextTokenLoss
@@ -75,6 +75,13 @@ FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Linear: FastLinear,
 }
 """reference block class -> its fast form (exact class match: a subclass is another block)."""
+
+KEPT: dict[str, object] = {
+    "column_major": lambda copy: copy.weight,  # FastLinear's decoding copy (a ColumnMajor)
+    "chunk_buffer": lambda buffer: buffer,  # FastNextTokenLoss's [rows, V] buffer
+}
+"""What fast forms keep in a module's ``__dict__`` between calls -> the tensor it holds: dropped on
+the switch to the reference, counted by ``kept_tensors`` (memory accounting)."""
 
 def check_implementation(implementation: str) -> str:
     if implementation not in IMPLEMENTATIONS:
@@ -99,20 +106,16 @@ def use_implementation(model: nn.Module, implementation: str) -> nn.Module:
         elif reference in FAST_FORMS:
             module.__class__ = FAST_FORMS[reference]
     if implementation == "reference":
-        drop_copies(model)
+        for module in model.modules():
+            for name in KEPT:
+                module.__dict__.pop(name, None)
     model.implementation = implementation
     return model
 
 
 def kept_tensors(model: nn.Module) -> list:
-    """The tensors fast forms keep between calls outside parameters and buffers (memory accounting):
-    ``FastLinear``'s column-major decoding copies and ``FastNextTokenLoss``'s chunk buffer."""
-    kept = []
-    for module in model.modules():
-        copy = module.__dict__.get("column_major")
-        kept += [copy.weight] if copy is not None else []
-        kept += [module.__dict__["chunk_buffer"]] if "chunk_buffer" in module.__dict__ else []
-    return kept
+    """The tensors fast forms keep between calls outside parameters and buffers (``KEPT``)."""
+    return [tensor(m.__dict__[name]) for m in model.modules() for name, tensor in KEPT.items() if name in m.__dict__]
 
 
 __all__ = ["FAST_FORMS", "IMPLEMENTATIONS", "decoding_layout", "kept_tensors", "reference_class", "use_implementation"]

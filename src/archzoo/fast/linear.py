@@ -114,10 +114,3 @@ def decoding_layout(model: nn.Module) -> Iterator[None]:
         for linear in linears:
             linear.__dict__.pop("decoding", None)
 
-
-def drop_copies(model: nn.Module) -> None:
-    """Free the column-major copies, and the loss's chunk buffer (``fast/next_token_loss.py``):
-    ``use_implementation(model, "reference")`` calls it."""
-    for module in model.modules():
-        module.__dict__.pop("column_major", None)
-        module.__dict__.pop("chunk_buffer", None)

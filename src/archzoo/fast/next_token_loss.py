@@ -65,7 +65,7 @@ class FastNextTokenLoss(NextTokenLoss):
         buffer = self.workspace(rows.shape[0], head.weight.shape[0], rows.device)
         if torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad):
             return HeadCrossEntropy.apply(rows, head.weight, flat_targets, buffer)
-        loss, _, _ = head_cross_entropy(rows, head.weight, flat_targets, buffer, want_hidden=False, want_weight=False)
+        loss, _, _, _ = head_cross_entropy(rows, head.weight, flat_targets, buffer, want_hidden=False, want_weight=False)
         return loss
 
     def workspace(self, n_rows: int, vocab: int, device: torch.device) -> torch.Tensor:
@@ -99,8 +99,8 @@ def fusable(hidden: torch.Tensor, head: nn.Module) -> bool:
 def head_cross_entropy(
     rows: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, buffer: torch.Tensor, *,
     want_hidden: bool, want_weight: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(mean loss, N dL/dh, N dL/dW) for ``rows [N, d]``, ``weight [V, d]``, ``targets [N]``, one
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(mean loss, N, N dL/dh, N dL/dW) for ``rows [N, d]``, ``weight [V, d]``, ``targets [N]``, one
     ``buffer``-sized chunk of rows at a time."""
     n_rows, chunk = rows.shape[0], buffer.shape[0]
     kept = targets != IGNORE_INDEX
@@ -128,7 +128,8 @@ def head_cross_entropy(
             grad_weight = torch.mm(p.t(), h) if grad_weight is None else grad_weight.addmm_(p.t(), h)
     if want_weight and grad_weight is None:  # no rows at all
         grad_weight = torch.zeros_like(weight)
-    return total / kept.sum(), grad_hidden, grad_weight
+    n_kept = kept.sum()
+    return total / n_kept, n_kept, grad_hidden, grad_weight
 
 
 class HeadCrossEntropy(torch.autograd.Function):
@@ -137,10 +138,9 @@ class HeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, weight, targets, buffer):
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        loss, grad_hidden, grad_weight = head_cross_entropy(
+        loss, n_kept, grad_hidden, grad_weight = head_cross_entropy(
             rows, weight, targets, buffer, want_hidden=want_hidden, want_weight=want_weight
         )
-        n_kept = (targets != IGNORE_INDEX).sum()
         ctx.save_for_backward(n_kept)
         ctx.grads = [grad_hidden, grad_weight]  # not saved tensors: scaled in place, once
         return loss

@@ -42,6 +42,7 @@ import warnings
 
 import torch
 
+from ..blocks.next_token_loss import IGNORE_INDEX
 from ..errors import InputError
 
 _TRUSTED = contextvars.ContextVar("archzoo_trusted_inputs", default=False)
@@ -134,7 +135,7 @@ def _check_targets(cfg, targets: torch.Tensor, batch: int, seq: int, logits_to_k
         raise InputError("logits_to_keep: must be 0 with targets (the loss is over every position)")
     if not trusted:
         vocab, ids = cfg.model.vocab_size, targets.long()  # compared in int64: a uint8 / int8 vocab bound overflows
-        bad = ids[(ids != -100) & ((ids < 0) | (ids >= vocab))]
+        bad = ids[(ids != IGNORE_INDEX) & ((ids < 0) | (ids >= vocab))]
         if bad.numel():
             raise InputError(f"targets: id {int(bad[0])} is neither in the vocabulary [0, {vocab}) nor -100 (no loss)")
 
