@@ -4,11 +4,13 @@ One torchrun launch (``sharded_runs.py``) trains every case on 2 processes; this
 process trains the same cases on one and compares. What is compared, and why the
 tolerance:
 
-* losses, 6 steps, dense / MoE (with its aux loss) / MLA, same global batch:
+* losses, 6 steps, dense / MoE (with its aux loss) / MLA / a 32k vocabulary, same global batch:
   within 1e-5 (float32). Each process sums half the tokens and the halves are added
   (and the gradients reduce-scattered) in another order than one process adds them:
   ~1e-7 relative per step, and AdamW carries that into the next steps' weights; six
-  steps stay ~10x under 1e-5 (observed ~3e-7).
+  steps stay ~10x under 1e-5 (observed ~3e-7). The 32k vocabulary's head and loss run fused
+  on both sides (each process's 64 x 32768 logits reach ``MIN_LOGITS``): its head gradient is
+  summed over chunks of rows and over processes, the same float32 reordering.
 * the sharded init, gathered, equals the one-process init bit for bit: the same
   draws from the same generator in the same order (``init_by_parts.py``).
 * resharding, 2 -> 1 and 1 -> 2 processes from the step-3 checkpoint: steps 4-6 within
@@ -33,9 +35,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from sharded_runs import CONFIGS, PROBE, SETTINGS
+from sharded_runs import CONFIGS, PROBE, SETTINGS, counting_fused_loss, source
 from spawn import torchrun
 
+from archzoo import load_config
 from archzoo.models.hf import save_pretrained
 from archzoo.train import TrainSettings, resume, train
 from archzoo.train.adapter_methods import LoRATraining
@@ -50,7 +53,11 @@ def runs(tmp_path_factory):
     """(one-process runs, the 2-process folder): every training happens once for the whole module."""
     base = tmp_path_factory.mktemp("fsdp")
     settings = TrainSettings(**SETTINGS)
-    one = {name: train(name, out=base / f"{name}-1", settings=settings, progress=False) for name in CONFIGS}
+    one, fused_rows = {}, {}
+    for name in CONFIGS:
+        with counting_fused_loss() as fused_rows[name]:
+            one[name] = train(source(name), out=base / f"{name}-1", settings=settings, progress=False)
+    one["fused_loss_rows"] = fused_rows
     train("llama-tiny", out=base / "resumed-1to2", settings=settings, stop_after=3, progress=False)
     lora = LoRATraining(rank=4, alpha=8.0, targets=("q_proj", "v_proj"))
     one["lora"] = train("llama-tiny", out=base / "lora-1", settings=TrainSettings(**SETTINGS, checkpointing=True), method=lora, progress=False)
@@ -67,12 +74,22 @@ def losses(folder: Path, key: str = "loss") -> list[float]:
 @pytest.mark.parametrize("name", CONFIGS)
 def test_two_processes_log_the_losses_of_one(runs, name):
     one, base = runs
-    for key in ("loss", "val_loss", "grad_norm") + (("aux_loss",) if name != "llama-tiny" else ()):
+    for key in ("loss", "val_loss", "grad_norm") + (("aux_loss",) if load_config(source(name)).moe else ()):
         a, b = losses(base / f"{name}-1", key), losses(base / f"{name}-2", key)
         assert len(a) == len(b) == (SETTINGS["steps"] if key != "val_loss" else 2), key
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (key, a, b)
     steps = losses(base / f"{name}-1")
     assert steps[0] - steps[-1] > 0.5  # it trained: equal losses are not equal constants
+
+
+def test_the_wide_vocabulary_ran_the_fused_loss_on_both_sides(runs):
+    one, base = runs
+    report = json.loads((base / "worker.json").read_text())
+    tokens = SETTINGS["batch"] * SETTINGS["seq_len"]
+    # one call per training step (evaluation computes its loss without gradients, no autograd function)
+    assert one["fused_loss_rows"]["llama-tiny-32k"] == [tokens] * SETTINGS["steps"]
+    assert report["fused_loss_rows"]["llama-tiny-32k"] == [tokens // 2] * SETTINGS["steps"]  # half the batch each
+    assert not any(one["fused_loss_rows"][name] or report["fused_loss_rows"][name] for name in CONFIGS if name != "llama-tiny-32k")
 
 
 def test_fine_tuning_a_folder_on_two_processes_logs_the_losses_of_one(runs):
@@ -86,7 +103,7 @@ def test_fine_tuning_a_folder_on_two_processes_logs_the_losses_of_one(runs):
 def test_sharded_init_is_the_one_process_init(runs, name):
     _, base = runs
     for method in ("full", "lora") if name == "llama-tiny" else ("full",):
-        model = build_source_model(describe_source(name), TrainSettings().seed)
+        model = build_source_model(describe_source(source(name)), TrainSettings().seed)
         if method == "lora":
             LoRATraining().prepare(model)
         gathered = load_file(base / "init" / f"{name}-{method}.safetensors")
@@ -154,23 +171,29 @@ def test_lora_under_fsdp_exports_the_adapter(runs):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_measured_peak_per_process_is_the_estimate(runs, name):
-    from archzoo import load_config
     from archzoo.inspect import estimate_memory
 
     _, base = runs
     record = next(r for r in read_log(base / f"{name}-2" / "log.jsonl") if "peak_tensor_bytes" in r)
     assert record["world_size"] == 2
-    estimate = estimate_memory(load_config(name), batch=SETTINGS["batch"], seq_len=SETTINGS["seq_len"], world_size=2)
+    estimate = estimate_memory(load_config(source(name)), batch=SETTINGS["batch"], seq_len=SETTINGS["seq_len"], world_size=2)
     assert abs(estimate.training_step.peak / record["peak_tensor_bytes"] - 1) < 0.15  # the issue's bound
     one = next(r for r in read_log(base / f"{name}-1" / "log.jsonl") if "peak_tensor_bytes" in r)
     # Sharding saved memory, by at least half of what the estimate says it saves. Not a fixed ratio:
     # the 2-process peak of this run takes one of two values (7.39 or 7.95 MB over six runs here,
     # 0.56 MB apart, with when the other process's collectives finish), which put it once at 0.81x of
     # the 1-process peak; the estimate's saving (2.3 MB) is four times that spread.
-    estimate_one = estimate_memory(load_config(name), batch=SETTINGS["batch"], seq_len=SETTINGS["seq_len"])
+    estimate_one = estimate_memory(load_config(source(name)), batch=SETTINGS["batch"], seq_len=SETTINGS["seq_len"])
     saving = estimate_one.training_step.peak - estimate.training_step.peak
+    measured_saving = one["peak_tensor_bytes"] - record["peak_tensor_bytes"]
+    if name == "llama-tiny-32k":
+        # The embedding and head are 96% of this model, and the root unit is gathered whole, with its whole
+        # gradients and FSDP2's reduce-scatter copy of them at the backward's end: on 2 processes sharding
+        # costs more than it saves. The estimate says so (-5.4 MB, ten times the spread above); so does the run.
+        assert saving < 0 and measured_saving < 0.5 * saving, (one, record, saving)
+        return
     assert saving > 0
-    assert one["peak_tensor_bytes"] - record["peak_tensor_bytes"] > 0.5 * saving, (one, record, saving)
+    assert measured_saving > 0.5 * saving, (one, record, saving)
 
 
 def test_bf16_is_fsdp_mixed_precision(runs):

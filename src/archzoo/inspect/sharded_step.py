@@ -18,6 +18,13 @@ With S = weights + AdamW moments and G = gradients of one process's training ste
     a layer's backward    S/N + (A - outside) + R + H + 3 Pl     H: the head's whole gradient
                                                                  (full training), kept for the
                                                                  root's reduce-scatter at the end
+    root's reduce-scatter S/N + Gl/N + R + W_R + 4 P_R      (full training) the backward's end: the
+                                                            root's whole gradients W_R (the head's and
+                                                            the embedding's, in the gathered dtype)
+                                                            copied into FSDP2's flat float32
+                                                            reduce-scatter input (4 P_R bytes, P_R the
+                                                            root's parameters) before they are freed;
+                                                            Gl/N the layers' gradient shards
     optimizer step        S/N + G/N
     (checkpointing)       S/N + G/N + one layer's activations + R + 3 Pl
 
@@ -78,8 +85,12 @@ def sharded_step_memory(
     state = (local.weights + local.optimizer_state) / n
     gradients = local.gradients / n
     gather = root * gathered_b + 3 * largest_layer * gathered_b
+    layer_gradients = gradients - (root * local.gradients / max(1, local.trainable_params) / n if full_training else 0.0)
     candidates = {
         "backward": state + activations + local.logit_gradients + root * gathered_b + local.workspace,
+        "root reduce-scatter": (
+            state + layer_gradients + root * gathered_b + (root * gathered_b + 4 * root if full_training else 0.0) + local.workspace
+        ),
         "layer backward": state + activations - outside + head_gradient + gather + local.workspace,
         "optimizer step": state + gradients + local.workspace,
     }

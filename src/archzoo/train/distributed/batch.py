@@ -13,7 +13,8 @@ so the global batch of ``B`` windows needs no communication; process ``r`` of
                global, L_aux,r = c E sum_i f_i P_i,r averages to L_aux's value and gradient.
     router     DeepSeek-V3's bias update reads the expert loads summed over the processes.
     clipping   the global L2 norm sqrt(sum over every shard of g^2): each process sums its
-               shards' squares and the sum is all-reduced (DTensor's ``full_tensor``).
+               shards' squares and the sum is all-reduced (DTensor's ``full_tensor``);
+               ``grad_norm.py`` for why by rows.
     logging    loss, aux loss and validation loss are averaged over the processes
                (float64, so the average adds no rounding of its own).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from ..grad_norm import gradient_norm
 from .env import DistEnv
 
 
@@ -47,7 +49,9 @@ class OneProcess:
         return counts, tokens
 
     def clip_gradients(self, parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        norm = gradient_norm([p.grad for p in parameters if p.grad is not None])
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+        return norm
 
     def max_int(self, value: int) -> int:
         return value
@@ -82,8 +86,7 @@ class Processes(OneProcess):
     def clip_gradients(self, parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         from torch.distributed.tensor import DTensor
 
-        grads = [p.grad for p in parameters if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = gradient_norm([p.grad for p in parameters if p.grad is not None])
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()  # partial sums of squares from every shard, all-reduced
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
