@@ -85,15 +85,14 @@ def sharded_step_memory(
     state = (local.weights + local.optimizer_state) / n
     gradients = local.gradients / n
     gather = root * gathered_b + 3 * largest_layer * gathered_b
-    layer_gradients = gradients - (root * local.gradients / max(1, local.trainable_params) / n if full_training else 0.0)
     candidates = {
         "backward": state + activations + local.logit_gradients + root * gathered_b + local.workspace,
-        "root reduce-scatter": (
-            state + layer_gradients + root * gathered_b + (root * gathered_b + 4 * root if full_training else 0.0) + local.workspace
-        ),
         "layer backward": state + activations - outside + head_gradient + gather + local.workspace,
         "optimizer step": state + gradients + local.workspace,
     }
+    if full_training:  # the root's gathered weights and whole gradients, its float32 copy-in, the layers' shards
+        layer_gradients = layers_total * (local.gradients / local.trainable_params) / n
+        candidates["root reduce-scatter"] = state + layer_gradients + 2 * root * gathered_b + 4 * root + local.workspace
     if checkpointing:
         biggest = max(layer_bytes_per_token(cfg, precision, plan.mlp == "moe") for plan in cfg.layer_plan)
         candidates["recompute"] = state + gradients + tokens * biggest + gather + local.workspace

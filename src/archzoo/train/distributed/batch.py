@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from ..grad_norm import gradient_norm
 from .env import DistEnv
@@ -49,7 +50,10 @@ class OneProcess:
         return counts, tokens
 
     def clip_gradients(self, parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Scale the gradients to at most ``max_norm`` by their global norm (``grad_norm.py``); return that norm."""
         norm = gradient_norm([p.grad for p in parameters if p.grad is not None])
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()  # partial sums of squares from every shard, all-reduced
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
         return norm
 
@@ -82,15 +86,6 @@ class Processes(OneProcess):
         counts = counts.detach().clone()
         dist.all_reduce(counts)
         return counts, tokens * self.world
-
-    def clip_gradients(self, parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-        from torch.distributed.tensor import DTensor
-
-        norm = gradient_norm([p.grad for p in parameters if p.grad is not None])
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()  # partial sums of squares from every shard, all-reduced
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
-        return norm
 
     def max_int(self, value: int) -> int:
         total = torch.tensor([value], dtype=torch.int64, device=self.env.device)
