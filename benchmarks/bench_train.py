@@ -36,6 +36,19 @@ it was 67.2 against 67.6 ms: no gain); the 1 x 32 steps are bound by per-op cost
 Measured on this machine's quiet runs (2 threads, median of 10-20, wall clock): small 1.22,
 1.09, 1.16; tiny 16 x 128 0.98-1.03; tiny 1 x 32 1.04-1.17 (llama), 1.09-1.17 (qwen3),
 1.17-1.35 (bloom). Steps of the small model vary by +-20% from one to the next here.
+On a 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), one run, 2026-12-03: small 1.13
+(1.37 against the default AdamW), tiny 16 x 128 1.08, tiny 1 x 32 1.16 (llama), 1.13 (qwen3),
+1.31 (bloom); bf16 autocast 1.16x the speed of fp32 (935 against 1085 ms).
+
+Why bf16 gains so little there (``torch.profiler``, same machine, small step): its matmuls take
+388 ms against fp32's 861 (2.2x), but two things eat most of that. (1) SDPA: autocast runs it in
+bfloat16, and torch's CPU kernel is slower in bfloat16 than in float32 (forward + backward of
+[4, 8, 128, 64] with a causal mask: 16.9 against 7.1 ms), 128 against 46 ms a step. (2) The loss:
+the fused form runs only outside autocast, so the reference casts the [512, 32000] logits to
+float32, runs log-softmax and its backward and fills their gradients (about 170 ms a step with the
+head's matmuls and casts); a fused form with bfloat16 matmuls was prototyped at 268 against 335 ms
+for head + loss, bound by this VM's memory bandwidth (filling 65 MB took 21 ms). Not kept: the
+memory estimate and its tests would have to learn it first.
 """
 
 from __future__ import annotations
