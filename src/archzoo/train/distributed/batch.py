@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from ..grad_norm import gradient_norm
 from .env import DistEnv
@@ -51,11 +50,12 @@ class OneProcess:
 
     def clip_gradients(self, parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         """Scale the gradients to at most ``max_norm`` by their global norm (``grad_norm.py``); return that norm."""
-        norm = gradient_norm([p.grad for p in parameters if p.grad is not None])
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()  # partial sums of squares from every shard, all-reduced
+        norm = self.global_norm([p.grad for p in parameters if p.grad is not None])
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
         return norm
+
+    def global_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        return gradient_norm(grads)
 
     def max_int(self, value: int) -> int:
         return value
@@ -86,6 +86,13 @@ class Processes(OneProcess):
         counts = counts.detach().clone()
         dist.all_reduce(counts)
         return counts, tokens * self.world
+
+    def global_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        # imported here: torch.distributed.tensor costs a second at start-up, and one process never needs it
+        from torch.distributed.tensor import DTensor
+
+        norm = gradient_norm(grads)
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm  # every shard's sum of squares, all-reduced
 
     def max_int(self, value: int) -> int:
         total = torch.tensor([value], dtype=torch.int64, device=self.env.device)
