@@ -21,6 +21,7 @@ import torch
 import transformers
 
 import archzoo
+from archzoo.blocks.attention import Attention
 from archzoo.blocks.experts import StackedExperts
 from archzoo.blocks.mla import MultiHeadLatentAttention
 from archzoo.blocks.moe import MoE
@@ -86,14 +87,17 @@ def moe_forward_backward(layer, tokens: int):
     return run
 
 
-def train_step(model, batch: int, seq: int):
-    """One fused-AdamW step on next-token cross-entropy, as ``archzoo.train`` runs it (``targets=``)."""
+def train_step(model, batch: int, seq: int, autocast: bool = False):
+    """One fused-AdamW step on next-token cross-entropy, as ``archzoo.train`` runs it (``targets=``);
+    ``autocast``: its ``--precision bf16`` (the forward and the loss under bfloat16 autocast)."""
     model = copy.deepcopy(model).train()  # its own weights and optimizer: the two sides never share a step
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     windows = torch.randint(0, model.config.model.vocab_size, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
 
     def run():
-        model(windows[:, :-1], targets=windows[:, 1:]).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(windows[:, :-1], targets=windows[:, 1:])
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -136,6 +140,9 @@ def cases():
     yield Router, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
     yield NextTokenLoss, "small-llama train step 4x128", small, lambda m: train_step(m, 4, 128)
     yield NextTokenLoss, "small-llama train step 1x128", small, lambda m: train_step(m, 1, 128)
+    yield Attention, "small-llama bf16 train step 4x128", small, lambda m: train_step(m, 4, 128, autocast=True)
+    yield Attention, "llama-tiny bf16 train step 16x128", llama, lambda m: train_step(m, 16, 128, autocast=True)
+    yield Attention, "small-llama fp32 train step 4x128", small, lambda m: train_step(m, 4, 128)
 
 
 def main() -> None:

@@ -93,8 +93,12 @@ class Attention(nn.Module):
         if cache is not None:
             k = cache.append("k", k, ctx.past)
             v = cache.append("v", v, ctx.past)
-        out = attend(q, k, v, ctx, self.scale)
+        out = self.attend(q, k, v, ctx)
         return self.o_proj(rearrange(out, "b h s d -> b s (h d)"))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """softmax(q K^T s + B) V (``attend`` below); a fast form may compute it in another dtype."""
+        return attend(q, k, v, ctx, self.scale)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, scale: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import Config
-from .train_step import PRECISION_BYTES, _mlp_values
+from .train_step import PRECISION_BYTES, _mlp_values, attention_bytes
 
 NORM_OUTPUT_READERS = {"attn": ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj"), "mlp": ("gate_proj", "up_proj")}
 """LoRA targets whose A reads a norm's output (so it is kept once, whoever else reads it)."""
@@ -78,7 +78,7 @@ def adapter_cost(
         mine = {name.split(".", 2)[2]: m for name, m in adapted.items() if name.startswith(f"layers.{index}.")}
         last = {name.rsplit(".", 1)[-1] for name in mine}
         norms = (2 if index > 0 else 1) * d * res_b
-        attention = layer.attn.activation_values() * act_b + 4 * heads
+        attention = attention_bytes(layer.attn, precision)
         if moe:
             values, fp32 = _mlp_values(cfg, True)
             mlp = values * act_b + fp32
@@ -92,7 +92,8 @@ def adapter_cost(
     outside = d * res_b + 4 * cfg.model.vocab_size
     extra = 0.0
     if prefix_length is not None:
-        extra = cfg.model.n_layers * batch * 2 * cfg.n_kv_heads * head_dim * prefix_length * act_b
+        prefix_b = 4 if precision == "bf16" else act_b  # under autocast SDPA keeps them in float32 (fast/attention.py)
+        extra = cfg.model.n_layers * batch * 2 * cfg.n_kv_heads * head_dim * prefix_length * prefix_b
     gated = cfg.mlp.kind in ("swiglu", "geglu")
     return AdapterCost(
         adapter_params=sum(p.numel() for p in adapters),

@@ -15,7 +15,9 @@ Activations A kept for the backward pass, per token (b = act bytes: 4 fp32, else
     per layer   norms       fp32: x, x / rms(x), the output: 3 x 4 d;  bf16 autocast: 4 d + 4 d + a 2 d
                             cast for the next matmul;  bf16-pure: x in fp32 4 d, 2 d + 2 d
                 attention   the block's activation_values() x b (Q, K, V and the output,
-                            as SDPA saves them) + a float32 log-sum-exp per head
+                            as SDPA saves them) + a float32 log-sum-exp per head; bf16 autocast:
+                            SDPA in float32 (fast/attention.py), Q, K, V and its output at 4 bytes
+                            and the output again at 2 for o_proj (``attention_bytes``)
                 MLP         SwiGLU / GeGLU: gate, its activation, up, their product: 4 h x b;
                             GeLU: 2 h x b;  MoE: per chosen expert 2 d + 4 h_e values, router 4 E bytes
     outside     the final norm as above, and the float32 log-softmax of the logits: 4 V;
@@ -50,6 +52,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from torch import nn
+
+from ..blocks.attention import Attention
 from ..config import Config
 from ..models.builders import attention_on_meta
 
@@ -93,14 +98,29 @@ def _mlp_values(cfg: Config, moe_layer: bool) -> tuple[float, float]:
     return (4 if cfg.mlp.kind in ("swiglu", "geglu") else 2) * cfg.mlp_hidden, 0.0
 
 
-def layer_bytes_per_token(cfg: Config, precision: str, moe_layer: bool = False, attention_values: int | None = None) -> float:
-    """Bytes one decoder layer keeps per token for its backward pass (no checkpointing)."""
+def attention_bytes(block: nn.Module, precision: str) -> float:
+    """Bytes per token an attention sublayer keeps for its backward pass: its ``activation_values()`` at
+    the activation dtype and a float32 log-sum-exp per head. Under bf16 autocast the fast form of
+    ``Attention`` runs SDPA in float32 (``fast/attention.py``), which keeps Q, K and V in float32 (2 more
+    bytes per value) and its float32 output beside the bfloat16 copy o_proj reads (4 bytes per value);
+    the reference's SDPA output is the o_proj input itself."""
+    act = PRECISION_BYTES[precision][2]
+    kept = act * block.activation_values() + 4 * block.n_heads
+    if precision == "bf16" and isinstance(block, Attention):
+        q_width, kv_width = block.n_heads * block.head_dim, block.n_kv_heads * block.head_dim
+        kept += 2 * (q_width + 2 * kv_width) + 4 * q_width
+    return kept
+
+
+def layer_bytes_per_token(cfg: Config, precision: str, moe_layer: bool = False, attention: float | None = None) -> float:
+    """Bytes one decoder layer keeps per token for its backward pass (no checkpointing); ``attention``:
+    the attention sublayer's ``attention_bytes``, when the caller already has it."""
     act = PRECISION_BYTES[precision][2]
     d = cfg.model.d_model
     norms = 4 if cfg.norm.placement == "sandwich" else 2
-    attention = attention_on_meta(cfg).activation_values() if attention_values is None else attention_values
+    attention = attention_bytes(attention_on_meta(cfg), precision) if attention is None else attention
     mlp_values, mlp_fp32 = _mlp_values(cfg, moe_layer)
-    return norms * _norm_bytes(precision, d) + act * attention + 4 * cfg.n_heads + act * mlp_values + mlp_fp32
+    return norms * _norm_bytes(precision, d) + attention + act * mlp_values + mlp_fp32
 
 
 def fused_loss_rows(cfg: Config, precision: str, tokens: int) -> int:
@@ -153,7 +173,7 @@ def training_step_memory(
     largest = largest_parameter(cfg) if largest_trainable is None else largest_trainable
     tokens = batch * seq_len
     d, vocab = cfg.model.d_model, cfg.model.vocab_size
-    attention = attention_on_meta(cfg).activation_values()
+    attention = attention_bytes(attention_on_meta(cfg), precision)
     layers = [layer_bytes_per_token(cfg, precision, plan.mlp == "moe", attention) for plan in cfg.layer_plan]
     layers = list(layer_activation_bytes) if layer_activation_bytes is not None else layers
     outside = _norm_bytes(precision, d) + 4 * vocab if outside_activation_bytes is None else outside_activation_bytes

@@ -1,0 +1,148 @@
+"""``fast/attention.py``: float32 SDPA for training under CPU bfloat16 autocast, against exact attention.
+
+The fast form is ``bf16(attention_f32(q, k, v))``, so it is compared with attention computed in float64
+from the same bfloat16 inputs: each output and gradient is at most one bfloat16 rounding (2^-8
+relative) away from a float32 result, which is itself within the float32 sum bound of exact
+(``tolerances.sum_error``, with the sums' terms measured here).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tolerances as tol
+from archzoo.blocks.attention import Attention, AttentionContext
+from archzoo.fast import use_implementation
+from archzoo.fast.attention import FastAttention
+
+ROUNDING_BF16 = 2.0**-8  # one rounding to bfloat16, relative
+
+
+def block(n_heads: int, n_kv_heads: int, head_dim: int = 16) -> Attention:
+    return Attention(n_heads * head_dim, n_heads, n_kv_heads, head_dim)
+
+
+def inputs(batch: int, n_heads: int, n_kv_heads: int, seq: int, head_dim: int, alibi: bool):
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (
+        (2 * torch.randn(batch, heads, seq, head_dim, generator=generator)).bfloat16().requires_grad_()
+        for heads in (n_heads, n_kv_heads, n_kv_heads)
+    )
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()
+    if alibi:  # a float mask, as ALiBi models pass: -inf above the diagonal, a slope times the distance below
+        distance = torch.arange(seq)[None, :] - torch.arange(seq)[:, None]
+        slopes = 2.0 ** -torch.arange(1, n_heads + 1, dtype=torch.float32)
+        mask = torch.where(causal, slopes[:, None, None] * distance, -torch.inf)[None]
+    else:
+        mask = causal
+    upstream = torch.randn(batch, n_heads, seq, head_dim, generator=generator).bfloat16()
+    return q, k, v, mask, upstream
+
+
+def exact_attention(q, k, v, mask, scale):
+    """softmax(q k^T s + B) v in float64, kv heads shared by H / G query heads; also the pieces the bounds need."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    bias = torch.zeros(mask.shape, dtype=torch.float64).masked_fill(~mask, -torch.inf) if mask.dtype == torch.bool else mask.double()
+    p = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1)
+    return p @ v, p, k, v
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads,alibi", [(4, 4, False), (4, 2, False), (4, 1, True)])
+def test_float32_attention_under_bf16_autocast_is_exact_attention_rounded_once(n_heads, n_kv_heads, alibi):
+    batch, seq, head_dim = 2, 24, 16
+    attention = block(n_heads, n_kv_heads, head_dim)
+    attention.__class__ = FastAttention
+    q, k, v, mask, upstream = inputs(batch, n_heads, n_kv_heads, seq, head_dim, alibi)
+    ctx = AttentionContext(mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention.attend(q, k, v, ctx)
+    assert out.dtype == torch.bfloat16
+    out.backward(upstream)
+
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    expected, p, k_all, v_all = exact_attention(*leaves, mask, attention.scale)
+    expected.backward(upstream.double())
+    s = attention.scale
+    # float32 scores: head_dim terms of size |q||k| s; a score error e moves each probability by about e
+    # relative, so the output by e max|v|; then seq terms of size p |v| in the weighted sum
+    score_error = tol.fp32_sum(head_dim, (q.double().abs() * 1).amax().item() * k.double().abs().amax().item() * s * head_dim)
+    v_max = v.double().abs().amax().item()
+    out_bound = tol.chain(score_error * v_max, tol.fp32_sum(seq, v_max))
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=ROUNDING_BF16, atol=out_bound)
+
+    # the backward in float32: dP = g V^T (head_dim terms), dS = P (dP - rowsum(g o)), dq = s dS K,
+    # dk = s dS^T q, dv = P^T g (seq terms); the bound takes each sum's terms' magnitudes
+    g = upstream.double()
+    dp_terms = g.abs() @ v_all.abs().transpose(-1, -2)
+    ds_terms = p * (dp_terms + (g * expected.detach()).abs().sum(-1, keepdim=True))
+    dp_error = tol.fp32_sum(head_dim) * dp_terms.amax().item() + score_error * ds_terms.amax().item()
+    n_terms = seq * (n_heads // n_kv_heads)  # dk and dv sum over the query heads sharing a kv head too
+    bounds = {
+        "dq": s * (tol.fp32_sum(seq, (ds_terms @ k_all.abs()).amax().item()) + dp_error * seq * k_all.abs().amax().item()),
+        "dk": s * (tol.fp32_sum(n_terms, (ds_terms.transpose(-1, -2) @ q.double().abs()).amax().item() * n_kv_heads)
+                   + dp_error * n_terms * q.double().abs().amax().item()),
+        "dv": tol.fp32_sum(n_terms, (p.transpose(-1, -2) @ g.abs()).amax().item()) + score_error * n_terms * g.abs().amax().item(),
+    }
+    for (name, bound), got, leaf in zip(bounds.items(), (q.grad, k.grad, v.grad), leaves):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.double(), leaf.grad, rtol=ROUNDING_BF16, atol=bound, msg=name)
+
+
+def test_it_stays_within_bfloat16_roundings_of_the_reference():
+    """Both are convex combinations of v's rows: the reference rounds each probability (2^-8 relative) and
+    its output, the fast form only its output, so they differ by at most 3 x 2^-8 max|v|."""
+    attention = block(4, 2)
+    q, k, v, mask, _ = inputs(2, 4, 2, 24, 16, alibi=False)
+    ctx = AttentionContext(mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = attention.attend(q, k, v, ctx)
+        attention.__class__ = FastAttention
+        fast = attention.attend(q, k, v, ctx)
+    assert (fast.double() - reference.double()).abs().max() <= 3 * ROUNDING_BF16 * v.double().abs().max()
+
+
+@pytest.mark.parametrize("case", ["no grad", "inputs without grad", "no autocast", "bfloat16 model, no autocast"])
+def test_the_reference_runs_where_float32_does_not_pay(case):
+    """Forward only (evaluation, decoding) and float32 or pure-bfloat16 training run the reference, bit for bit."""
+    attention = block(4, 2)
+    q, k, v, mask, _ = inputs(1, 4, 2, 8, 16, alibi=False)
+    ctx = AttentionContext(mask=mask)
+    if case == "inputs without grad":
+        q, k, v = q.detach(), k.detach(), v.detach()
+    if case == "no autocast":
+        q, k, v = q.float(), k.float(), v.float()
+    fast = FastAttention.__new__(FastAttention)
+    fast.__dict__ = attention.__dict__
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case in ("no grad", "inputs without grad")):
+        with torch.set_grad_enabled(case != "no grad"):
+            got, expected = fast.attend(q, k, v, ctx), attention.attend(q, k, v, ctx)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def test_a_bf16_autocast_training_step_matches_float32_as_closely_as_the_reference():
+    """A whole model: llama-tiny's loss and gradients under bf16 autocast, fast attention against the
+    reference, both against the float32 step. Autocast rounds every matmul input to bfloat16, so both
+    sit about 2^-8 relative from float32; the fast form, with fewer roundings, no further off (with a
+    margin of 2^-8 of each gradient's largest entry for where the two happen to round the other way)."""
+    import archzoo
+
+    torch.manual_seed(0)
+    model = archzoo.build_model("llama-tiny").train()
+    ids = torch.randint(0, model.config.model.vocab_size, (2, 33), generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for label, implementation, autocast in (("fp32", "reference", False), ("ref", "reference", True), ("fast", "fast", True)):
+        use_implementation(model, implementation)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(ids[:, :-1], targets=ids[:, 1:])
+        loss.backward()
+        grads[label] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    assert type(model.layers[0].attn) is FastAttention
+    exact_loss, exact = grads["fp32"]
+    for label in ("ref", "fast"):
+        assert abs(grads[label][0] - exact_loss) <= 4 * ROUNDING_BF16 * exact_loss
+    for g_exact, g_ref, g_fast in zip(exact, grads["ref"][1], grads["fast"][1]):
+        largest = g_exact.abs().max()
+        assert (g_fast - g_exact).abs().max() <= (g_ref - g_exact).abs().max() + ROUNDING_BF16 * largest
