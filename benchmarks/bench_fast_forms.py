@@ -140,6 +140,7 @@ def cases():
     yield Router, "MoE layer forward 1024", layer, lambda m: moe_forward(m, 1024)
     yield NextTokenLoss, "small-llama train step 4x128", small, lambda m: train_step(m, 4, 128)
     yield NextTokenLoss, "small-llama train step 1x128", small, lambda m: train_step(m, 1, 128)
+    yield NextTokenLoss, "small-llama bf16 train step 4x128", small, lambda m: train_step(m, 4, 128, autocast=True)
     yield Attention, "small-llama bf16 train step 4x128", small, lambda m: train_step(m, 4, 128, autocast=True)
     yield Attention, "llama-tiny bf16 train step 16x128", llama, lambda m: train_step(m, 16, 128, autocast=True)
     yield Attention, "small-llama fp32 train step 4x128", small, lambda m: train_step(m, 4, 128)

@@ -50,6 +50,7 @@ class Call:
     chunk_rows: int
     want_hidden: bool
     want_weight: bool
+    bfloat16: bool = False  # the matmuls in bfloat16 (autocast)
 
 
 def chunk_elements(rows: int, vocab: int = V) -> int:
@@ -64,9 +65,9 @@ def fused_calls(monkeypatch):
     calls: list[Call] = []
     real = ntl.head_cross_entropy
 
-    def recording(rows, weight, targets, buffer, *, want_hidden, want_weight):
-        calls.append(Call(rows.shape[0], buffer.shape[0], want_hidden, want_weight))
-        return real(rows, weight, targets, buffer, want_hidden=want_hidden, want_weight=want_weight)
+    def recording(rows, weight, targets, buffer, low_buffer=None, *, want_hidden, want_weight):
+        calls.append(Call(rows.shape[0], buffer.shape[0], want_hidden, want_weight, low_buffer is not None))
+        return real(rows, weight, targets, buffer, low_buffer, want_hidden=want_hidden, want_weight=want_weight)
 
     monkeypatch.setattr(ntl, "head_cross_entropy", recording)
     monkeypatch.setattr(ntl, "MIN_LOGITS", N * V)  # exactly N x V logits still run fused (>=)
@@ -361,7 +362,8 @@ class SubclassedLinear(nn.Linear):
 
 
 @pytest.mark.parametrize(
-    "case", ["autocast bf16", "head with bias", "below MIN_LOGITS", "float64", "nn.Linear subclass"]
+    "case", ["autocast float16", "bfloat16 head under autocast", "head with bias", "below MIN_LOGITS", "float64",
+             "nn.Linear subclass"]
 )
 def test_falls_back_to_the_reference_bit_for_bit(fused_calls, monkeypatch, case):
     hidden, weight, targets = problem(15)
@@ -377,8 +379,10 @@ def test_falls_back_to_the_reference_bit_for_bit(fused_calls, monkeypatch, case)
             head = head_with_bias(weight)
         else:
             head = make_head(weight, SubclassedLinear if case == "nn.Linear subclass" else nn.Linear)
-        if case == "autocast bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        if case == "bfloat16 head under autocast":  # FSDP2's gathered bf16 weights: no float32 master to fuse
+            head = head.bfloat16()
+        if case in ("autocast float16", "bfloat16 head under autocast"):
+            with torch.autocast("cpu", dtype=torch.float16 if case == "autocast float16" else torch.bfloat16):
                 loss = loss_module(h, head, targets)
         else:
             loss = loss_module(h, head, targets)
@@ -389,6 +393,73 @@ def test_falls_back_to_the_reference_bit_for_bit(fused_calls, monkeypatch, case)
     (loss, dh, dw), (ref_loss, ref_dh, ref_dw) = outs
     assert loss.dtype == torch.float32  # in float32 whatever the head's dtype (blocks/next_token_loss.py)
     assert torch.equal(loss, ref_loss) and torch.equal(dh, ref_dh) and torch.equal(dw, ref_dw)
+
+
+# 6b. under bfloat16 autocast ------------------------------------------------------------------------
+
+
+def autocast_run(loss_module, hidden, weight, targets, **kwargs):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return run(loss_module, hidden, weight, targets, **kwargs)
+
+
+def bfloat16_error(hidden, weight, targets) -> dict:
+    """How far autocast's evaluation can be from the equation in float64 on the bfloat16-rounded h and W
+    (what autocast multiplies), to first order, with u = 2^-8 (one bfloat16 rounding, relative):
+    each logit is rounded to bfloat16 (u |z|, plus its float32 dot product); logsumexp and z_y move by at
+    most that, the loss by twice it; each softmax entry moves by 2 z_err relative, and dL/dz is rounded
+    to bfloat16 (u |dz|) before its two products, whose results are rounded again (u of each; dL/dW once
+    per chunk of rows: u times the sum of the chunks' magnitudes, at most |dz|^T |h|)."""
+    u = 2.0**-8
+    x = exact(hidden.bfloat16(), weight.bfloat16(), targets)
+    h, w, n = x["h"], x["w"], x["n"]
+    z_err = u * x["z"].abs().max().item() + tol.fp32_matmul(h, w)
+    loss_err = 2 * z_err + float32_error(hidden.bfloat16().float(), weight.bfloat16().float(), targets)["loss"]
+    dz_err = 2 * z_err * x["p"] + u * x["dz"].abs()
+    hidden_err = ((dz_err @ w.abs()).max().item() + tol.fp32_matmul(x["dz"], w.T)) / n + u * x["hidden"].abs().max().item()
+    weight_err = ((dz_err.T @ h.abs()).max().item() + tol.fp32_matmul(x["dz"].T, h.T)) / n
+    weight_err += u * (x["dz"].abs().T @ h.abs()).max().item() / n
+    return x, dict(loss=loss_err, hidden=hidden_err, weight=weight_err)
+
+
+@pytest.mark.parametrize("rows", [4, 32], ids=lambda r: f"{r}-rows")
+def test_under_bf16_autocast_the_matmuls_run_in_bfloat16_and_the_softmax_in_float32(fused_calls, monkeypatch, rows):
+    """The fused form under autocast, and autocast's own reference, against the equation on the bfloat16
+    inputs (``bfloat16_error``); the two against each other within both bounds."""
+    monkeypatch.setattr(ntl, "CHUNK_ELEMENTS", chunk_elements(rows))
+    hidden, weight, targets = problem(21)
+    loss_module = FastNextTokenLoss()
+    fast = autocast_run(loss_module, hidden, weight, targets)
+    assert fused_calls == [Call(N, min(rows, N), True, True, bfloat16=True)]
+    low = loss_module.__dict__["chunk_buffer_low"]
+    assert low.dtype == torch.bfloat16 and low.shape == loss_module.__dict__["chunk_buffer"].shape == (min(rows, N), V)
+    reference = autocast_run(NextTokenLoss(), hidden, weight, targets)
+    x, bound = bfloat16_error(hidden, weight, targets)
+    for got, ref, what in zip(fast, reference, ("loss", "hidden", "weight")):
+        assert got.dtype == torch.float32, what  # the gradients of float32 leaves; the loss in float32
+        assert_within(got, x[what], bound[what], f"fast {what} vs float64")
+        assert_within(ref, x[what], bound[what], f"reference {what} vs float64")
+        assert_within(got, ref, 2 * bound[what], f"fast {what} vs reference")
+
+
+def test_under_bf16_autocast_a_bfloat16_hidden_gets_a_bfloat16_gradient(fused_calls):
+    hidden, weight, targets = problem(22)
+    fast = autocast_run(FastNextTokenLoss(), hidden.bfloat16(), weight, targets)
+    assert fused_calls == [Call(N, ROWS_PER_CHUNK, True, True, bfloat16=True)]
+    assert fast[1].dtype == torch.bfloat16 and fast[2].dtype == torch.float32
+    x, bound = bfloat16_error(hidden, weight, targets)
+    assert_within(fast[0], x["loss"], bound["loss"], "loss vs float64")
+    # one more rounding of dL/dh, to bfloat16 (2^-8 of it)
+    assert_within(fast[1], x["hidden"], bound["hidden"] + 2.0**-8 * x["hidden"].abs().max().item(), "dL/dh vs float64")
+
+
+def test_under_bf16_autocast_without_gradients_only_the_loss(fused_calls):
+    hidden, weight, targets = problem(23)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = FastNextTokenLoss()(hidden, make_head(weight), targets)
+    assert fused_calls == [Call(N, ROWS_PER_CHUNK, False, False, bfloat16=True)]
+    x, bound = bfloat16_error(hidden, weight, targets)
+    assert_within(loss, x["loss"], bound["loss"], "loss vs float64")
 
 
 # 7. a second backward ------------------------------------------------------------------------------------

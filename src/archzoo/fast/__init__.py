@@ -26,9 +26,11 @@ with - 1, decode cases timed over ``generate``):
                        step, fastest of 160: +43%); llama-tiny decode +2.9% (its weights fit in cache)
     LoRALinear         see ``benchmarks/bench_lora.py``
     NextTokenLoss      small-llama training step 4x128 (AdamW, vocab 32k) +26.3% / +20.9%, 1x128
-                       +1.8% / +6.5% (two runs; 2 threads, median of 12, quiet machine)
-    Attention          bf16-autocast training step (SDPA in float32): small-llama 4x128 +6.4%,
-                       llama-tiny 16x128 +69.7% (2-core Intel Xeon with AMX, 2 threads, median of 12)
+                       +1.8% / +6.5% (two runs; 2 threads, median of 12, quiet machine); under bf16
+                       autocast +14.8% (small-llama 4x128; 2-core Intel Xeon with AMX)
+    Attention          bf16-autocast training step (SDPA in float32): small-llama 4x128 +6.4% / +3.0%,
+                       llama-tiny 16x128 +69.7% / +63.1% (two runs; 2-core Intel Xeon with AMX, 2 threads,
+                       median of 12)
 
 Measured and dropped (under 5%): ALiBi's cached decoding ramp (bloom-tiny
 decode -1.1%) and SDPA's own causal mask in place of the boolean matrix
@@ -84,6 +86,7 @@ FAST_FORMS: dict[type[nn.Module], type[nn.Module]] = {
 KEPT: dict[str, object] = {
     "column_major": lambda copy: copy.weight,  # FastLinear's decoding copy (a ColumnMajor)
     "chunk_buffer": lambda buffer: buffer,  # FastNextTokenLoss's [rows, V] buffer
+    "chunk_buffer_low": lambda buffer: buffer,  # and its bfloat16 twin under autocast
 }
 """What fast forms keep in a module's ``__dict__`` between calls -> the tensor it holds: dropped on
 the switch to the reference, counted by ``kept_tensors`` (memory accounting)."""

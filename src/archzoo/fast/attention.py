@@ -30,7 +30,8 @@ Measured (fwd + bwd of SDPA alone, 2-core Intel Xeon with AMX, median of 30): [4
 17.8 -> 7.9 ms, [16, 8, 128, 64] 68.1 -> 32.2 ms, [1, 8, 32, 64] 1.30 -> 0.63 ms, [1, 8, 512, 64]
 17.9 -> 18.1 ms. A bf16-autocast training step with AdamW, gain over the fast path without this
 form (``python benchmarks/bench_fast_forms.py --repeats 12 --only Attention``, same CPU, 2 threads):
-small-LLaMA 4x128 +6.4%, llama-tiny 16x128 +69.7%; a float32 step +0.6% (the form is not used).
+small-LLaMA 4x128 +6.4% and +3.0% in two runs, llama-tiny 16x128 +69.7% and +63.1%; a float32
+step +0.6% and +1.4% (the form is not used there: noise).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def sharded_step_memory(
     local_batch = batch // world_size
     local = training_step_memory(
         cfg, batch=local_batch, seq_len=seq_len, params=params, precision=precision, checkpointing=checkpointing,
-        trainable=trainable, **local_kwargs,
+        trainable=trainable, float32_head=precision != "bf16", **local_kwargs,
     )  # fmt: skip
     n = world_size
     gathered_b = 2 if precision in ("bf16", "bf16-pure") else 4

@@ -40,9 +40,13 @@ Two moments in the step are the candidates for the peak:
 and the peak is the largest.
 
 The fused loss (``fast/next_token_loss.py``, the default fast path, for a float32 plain head
-when N V >= its ``MIN_LOGITS``) forms no logits: L = 0, and what it holds instead is the
-head's gradient dL/dW (4 V d, formed in the forward; full training only) at backward start
-and its chunk buffer W_s = 4 rows V, kept between steps (``workspace``, in every moment).
+when N V >= its ``MIN_LOGITS``, in fp32 and under bf16 autocast) forms no logits: L = 0, and
+what it holds instead is the head's gradient dL/dW (4 V d, formed in the forward; full training
+only) at backward start and its chunk buffer W_s = 4 rows V, kept between steps (``workspace``,
+in every moment). Under bf16 autocast W_s is 6 rows V (a bfloat16 twin for the matmuls), autocast
+keeps no bfloat16 copy of the head for the backward, and the loss's last moment is a candidate
+for the peak: backward start + its own bfloat16 copies of W (2 V d) and h (2 d per token) + the
+last chunk's bfloat16 dL/dW (2 V d, full training).
 
 Not counted: the token ids, the RoPE / ALiBi tables and
 other buffers (a few MB at most), Python and allocator overhead (see ``archzoo.train.memory``).
@@ -76,7 +80,7 @@ class TrainingStepMemory:
     logit_gradients: float
     optimizer_temporaries: float
     peak: float
-    peak_at: str  # "backward" | "optimizer step" | "recompute" (| "layer backward": sharded_step.py)
+    peak_at: str  # "backward" | "optimizer step" | "recompute" | "loss" (| "layer backward": sharded_step.py)
     workspace: float = 0.0  # the fused loss's chunk buffer, kept between steps (fast/next_token_loss.py)
     world_size: int = 1  # processes sharing the model (FSDP2; sharded_step.py): every figure is per process
     gathered: float = 0.0  # sharded: the whole parameters gathered at the peak (root + layers + buffer)
@@ -123,12 +127,13 @@ def layer_bytes_per_token(cfg: Config, precision: str, moe_layer: bool = False, 
     return norms * _norm_bytes(precision, d) + attention + act * mlp_values + mlp_fp32
 
 
-def fused_loss_rows(cfg: Config, precision: str, tokens: int) -> int:
-    """Rows of the fused loss's chunk buffer when ``archzoo.train``'s step uses it, else 0."""
+def fused_loss_rows(cfg: Config, precision: str, tokens: int, float32_head: bool = True) -> int:
+    """Rows of the fused loss's chunk buffer when ``archzoo.train``'s step uses it, else 0: a float32
+    plain head (``float32_head``: False where FSDP2 gathers it in bfloat16), fp32 or bf16 autocast."""
     from ..fast.next_token_loss import MIN_LOGITS, chunk_rows
 
     vocab = cfg.model.vocab_size
-    if precision != "fp32" or cfg.model.norm_head or tokens * vocab < MIN_LOGITS:
+    if precision == "bf16-pure" or not float32_head or cfg.model.norm_head or tokens * vocab < MIN_LOGITS:
         return 0
     return chunk_rows(tokens, vocab)
 
@@ -158,13 +163,15 @@ def training_step_memory(
     outside_activation_bytes: float | None = None,
     recompute_working_bytes: float = 0.0,
     fused_optimizer: bool = True,
+    float32_head: bool = True,
 ) -> TrainingStepMemory:
     """The peak of one step (see the module docstring).
 
     params: all parameters; trainable: those the optimizer updates (default: all);
     largest_trainable: elements of the largest trainable tensor (default: the config's
     largest; only the unfused optimizer needs it); fused_optimizer: AdamW(fused=True), as
-    archzoo.train runs it; extra_activation_bytes: what an adapter adds to A (LoRA, prefixes).
+    archzoo.train runs it; extra_activation_bytes: what an adapter adds to A (LoRA, prefixes);
+    float32_head: the head's weight is float32 at its matmul (False: FSDP2's bfloat16 gather).
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision: {precision!r} is not one of {', '.join(PRECISION_BYTES)}")
@@ -177,18 +184,19 @@ def training_step_memory(
     layers = [layer_bytes_per_token(cfg, precision, plan.mlp == "moe", attention) for plan in cfg.layer_plan]
     layers = list(layer_activation_bytes) if layer_activation_bytes is not None else layers
     outside = _norm_bytes(precision, d) + 4 * vocab if outside_activation_bytes is None else outside_activation_bytes
-    fused_rows = fused_loss_rows(cfg, precision, tokens)
+    fused_rows = fused_loss_rows(cfg, precision, tokens, float32_head)
     if fused_rows:
         outside += 4 * d - 4 * vocab  # dL/dh instead of the log-softmax
+    head_copy = 0.0 if fused_rows else 2 * vocab * d  # the fused loss makes its own, gone by the backward
     weight_copies = 0.0
     if precision == "bf16":  # autocast's bfloat16 copies of the matmul weights; the embedding lookup is no matmul
         matmul_params = params - (0 if cfg.model.tie_embeddings else vocab * d)
-        weight_copies = 2 * matmul_params
+        weight_copies = 2 * matmul_params - (2 * vocab * d - head_copy)
     if checkpointing:
         kept_input = 2 * d if precision == "bf16-pure" else 4 * d
         activations = tokens * (len(layers) * kept_input + outside)
         if precision == "bf16":
-            weight_copies = 2 * vocab * d  # only the head's copy outlives the forward pass
+            weight_copies = head_copy  # only the head's copy outlives the forward pass
     else:
         activations = tokens * (sum(layers) + outside)
     activations += weight_copies + extra_activation_bytes
@@ -199,12 +207,16 @@ def training_step_memory(
     workspace = 0.0
     if fused_rows:  # no logits: the head's gradient, formed in the forward (full training), instead
         logit_gradients = 4 * vocab * d if trainable == params else 0.0
-        workspace = 4 * fused_rows * vocab
+        workspace = (4 + (2 if precision == "bf16" else 0)) * fused_rows * vocab  # + the bfloat16 twin
     temporaries = 0.0 if fused_optimizer else 2 * largest * state_b
     candidates = {
         "backward": weights + state + activations + logit_gradients + workspace,
         "optimizer step": weights + state + gradients + temporaries + workspace,
     }
+    if fused_rows and precision == "bf16":  # the end of the loss: its bfloat16 copies of W and h, the last
+        # chunk's bfloat16 dL/dW beside the float32 sum (full training)
+        transient = 2 * vocab * d + 2 * tokens * d + (2 * vocab * d if trainable == params else 0.0)
+        candidates["loss"] = candidates["backward"] + transient
     if checkpointing:
         candidates["recompute"] = weights + state + gradients + tokens * (max(layers) + recompute_working_bytes) + workspace
     peak_at = max(candidates, key=candidates.get)
