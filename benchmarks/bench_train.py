@@ -48,8 +48,8 @@ in bfloat16 than in float32 (forward + backward of [4, 8, 128, 64] with a causal
 the fused form ran only outside autocast, so the reference cast the [512, 32000] logits to float32,
 ran log-softmax and its backward and filled their gradients (about 170 ms a step with the head's
 matmuls and casts); ``fast/next_token_loss.py`` now fuses it under autocast too, with bfloat16
-matmuls. With both (2026-12-03, same CPU, a noisier hour): bf16 autocast 1.44x the speed of fp32
-(1595 against 2301 ms); ``bench_fast_forms.py``: the loss +14.8%, attention +3.0-6.4% on the small
+matmuls. With both (2026-12-03, same CPU): bf16 autocast 1.52x the speed of fp32 (682 against
+1034 ms; 1.44x in a noisier run); ``bench_fast_forms.py``: the loss +14.8%, attention +3.0-6.4% on the small
 bf16 step and +63-70% on llama-tiny 16 x 128.
 """
 
