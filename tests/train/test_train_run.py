@@ -48,6 +48,26 @@ def test_an_interrupted_and_resumed_run_logs_the_same_losses_to_the_last_bit(tmp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("name", ["llama-tiny", "glm-tiny"])
+def test_the_sample_after_training_fits_the_model_whatever_the_corpus(tmp_path, name, capsys, recwarn):
+    """A corpus without line breaks prompts with at most ``SAMPLE_PROMPT_CHARS`` of it, and prompt plus
+    sample stay within max_seq_len (256 for both): no extrapolation warning. glm-tiny (ChatGLM-6B's
+    prefix LM) decodes after [gMASK] <sop>, which the prompt gets as ChatGLM-6B's tokenizer appends it."""
+    from archzoo.cli.train_cmd import SAMPLE_PROMPT_CHARS
+    from archzoo.models.inputs import LongSequenceWarning
+
+    corpus = tmp_path / "one-line.txt"
+    corpus.write_text("the cat sat on a mat while dogs ran far away from home " * 200)
+    quick = [arg for arg in QUICK if arg not in ("--sample-tokens", "0")]
+    argv = ["train", name, "--text", str(corpus), "--steps", "2", "--out", str(tmp_path / "run"), *quick, "--sample-tokens", "400"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.split("sample:\n", 1)[1]
+    prompt, continuation = printed.split("\n", 1)
+    assert 0 < len(prompt) <= SAMPLE_PROMPT_CHARS and continuation.strip()
+    assert len(prompt) + 1 + len(continuation.rstrip("\n")) <= 256  # bytes: one token each
+    assert not [w for w in recwarn if issubclass(w.category, LongSequenceWarning)]
+
+
 def test_the_train_command_writes_a_run_folder(tmp_path, text, capsys):
     out = tmp_path / "run"
     assert main(["train", "llama-tiny", "--text", str(text), "--steps", "4", "--eval-every", "2", "--out", str(out), *QUICK]) == 0

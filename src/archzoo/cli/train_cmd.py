@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..generate import generate
+from ..generate import DECODE_SCHEMES, generate
 from ..inspect import estimate_memory
 from ..memory_guard import require_training_memory
 from ..train import PRECISIONS, TrainSettings, resume, train
@@ -203,17 +203,29 @@ def report(result, sample_tokens: int) -> None:
         print("sample:\n" + sample(result, sample_tokens))
 
 
+SAMPLE_PROMPT_CHARS = 120
+"""At most this much of the held-out text's first line prompts the sample (a corpus without line breaks
+would otherwise prompt with all of it)."""
+
+
 def sample(result, max_new_tokens: int, temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> str:
-    """A continuation of the start of the held-out text, to show what the model learned."""
+    """A continuation of the start of the held-out text, to show what the model learned; prompt and
+    continuation stay within the config's max_seq_len (the positions the model was trained on)."""
     tokenizer = result.tokenizer
     source = result.data.val if result.data.val.numel() else result.data.train
     text = tokenizer.decode(source[:400].tolist())
     start = text.find("\n\n")
     prompt = text[start + 2 :] if 0 <= start < 300 else text
-    prompt = prompt.split("\n")[0] + "\n"
-    ids = torch.tensor([tokenizer.encode(prompt)])
+    prompt = prompt.split("\n")[0]
+    if len(prompt) > SAMPLE_PROMPT_CHARS:
+        prompt = prompt[:SAMPLE_PROMPT_CHARS].rsplit(" ", 1)[0]
+    prompt += "\n"
     model = result.model.float().eval()
-    new = generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed))
+    # the prompt as the model's decoding scheme expects it: ChatGLM-6B's ends in [gMASK] <sop>
+    ids = DECODE_SCHEMES[model.config.position.kind].complete_prompt(tokenizer.encode(prompt), model.config)
+    max_new_tokens = max(1, min(max_new_tokens, model.config.model.max_seq_len - len(ids)))
+    new = generate(model, torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k,
+                   generator=torch.Generator().manual_seed(seed))  # fmt: skip
     return prompt + tokenizer.decode(new[0].tolist())
 
 
