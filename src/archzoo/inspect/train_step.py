@@ -191,7 +191,7 @@ def training_step_memory(
     weight_copies = 0.0
     if precision == "bf16":  # autocast's bfloat16 copies of the matmul weights; the embedding lookup is no matmul
         matmul_params = params - (0 if cfg.model.tie_embeddings else vocab * d)
-        weight_copies = 2 * matmul_params - (2 * vocab * d - head_copy)
+        weight_copies = 2 * (matmul_params - vocab * d) + head_copy
     if checkpointing:
         kept_input = 2 * d if precision == "bf16-pure" else 4 * d
         activations = tokens * (len(layers) * kept_input + outside)
