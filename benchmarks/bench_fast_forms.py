@@ -131,6 +131,7 @@ def cases():
     yield RotaryEmbedding, "small-llama prefill 4x256", small, lambda m: prefill(m, 4, 256)
     yield MultiHeadLatentAttention, "deepseek-v2-tiny decode", v2, decode
     yield MultiHeadLatentAttention, "deepseek-v2-tiny prefill 1x256", v2, lambda m: prefill(m, 1, 256)
+    yield MultiHeadLatentAttention, "deepseek-v2-tiny bf16 step 16x128", v2, lambda m: train_step(m, 16, 128, autocast=True)
     yield torch.nn.Linear, "small-llama decode", small, decode
     yield torch.nn.Linear, "llama-tiny decode", llama, decode
     yield StackedExperts, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)

@@ -121,25 +121,45 @@ def test_the_reference_runs_where_float32_does_not_pay(case):
     assert got.dtype == expected.dtype and torch.equal(got, expected)
 
 
-def test_a_bf16_autocast_training_step_matches_float32_as_closely_as_the_reference():
-    """A whole model: llama-tiny's loss and gradients under bf16 autocast, fast attention against the
-    reference, both against the float32 step. Autocast rounds every matmul input to bfloat16, so both
-    sit about 2^-8 relative from float32; the fast form, with fewer roundings, no further off (with a
-    margin of 2^-8 of each gradient's largest entry for where the two happen to round the other way)."""
+@pytest.mark.parametrize("name,mla_mode", [("llama-tiny", None), ("deepseek-v2-tiny", "absorbed"), ("deepseek-v2-tiny", "naive")])
+def test_a_bf16_autocast_training_step_matches_float32_as_closely_as_the_reference(name, mla_mode, monkeypatch):
+    """A whole model: the loss and gradients under bf16 autocast, fast attention against the reference,
+    both against the float32 step (for multi-head latent attention in both modes: ``fast/mla.py`` runs
+    the same float32 SDPA). Autocast rounds every matmul input to bfloat16, so both sit about 2^-8
+    relative from float32; the fast form, with fewer roundings, no further off (with a margin of 2^-8
+    of each gradient's largest entry for where the two happen to round the other way)."""
+    import torch.nn.functional as F
+
     import archzoo
+    from archzoo.blocks.mla import set_mla_mode
 
     torch.manual_seed(0)
-    model = archzoo.build_model("llama-tiny").train()
+    data = archzoo.load_config(name).to_dict()
+    data.pop("moe", None)  # top-k routing is discontinuous: a rounding that flips one token's expert is no error bound
+    model = archzoo.build_model(archzoo.Config.from_dict(data)).train()
+    if mla_mode is not None:
+        set_mla_mode(model, mla_mode)
     ids = torch.randint(0, model.config.model.vocab_size, (2, 33), generator=torch.Generator().manual_seed(1))
+    sdpa, sdpa_dtypes = F.scaled_dot_product_attention, []
+
+    def spy(q, k, v, *args, **kwargs):  # what reaches SDPA: float32 inputs outside autocast, or autocast's choice
+        float32 = all(t.dtype == torch.float32 for t in (q, k, v)) and not torch.is_autocast_enabled("cpu")
+        sdpa_dtypes.append(torch.float32 if float32 else torch.get_autocast_dtype("cpu"))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     grads = {}
     for label, implementation, autocast in (("fp32", "reference", False), ("ref", "reference", True), ("fast", "fast", True)):
         use_implementation(model, implementation)
         model.zero_grad()
+        sdpa_dtypes.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(ids[:, :-1], targets=ids[:, 1:])
         loss.backward()
         grads[label] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
-    assert type(model.layers[0].attn) is FastAttention
+        assert len(sdpa_dtypes) == model.config.model.n_layers
+        assert set(sdpa_dtypes) == {torch.bfloat16 if label == "ref" else torch.float32}, label
+    assert type(model.layers[0].attn).__name__.startswith("Fast")
     exact_loss, exact = grads["fp32"]
     for label in ("ref", "fast"):
         assert abs(grads[label][0] - exact_loss) <= 4 * ROUNDING_BF16 * exact_loss

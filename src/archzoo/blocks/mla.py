@@ -147,7 +147,7 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is not None:
             k = cache.append("k", k, ctx.past)
             v = cache.append("v", v, ctx.past)
-        return attend(q, k, v, ctx, self.scale)
+        return self.attend(q, k, v, ctx)
 
     def attend_absorbed(self, q_nope, q_rope, latent, k_rope, ctx, cache) -> torch.Tensor:
         """Attend over [c ; k_R] with W_UK folded into q and W_UV into the output.
@@ -161,8 +161,12 @@ class MultiHeadLatentAttention(nn.Module):
         keys = torch.cat((latent, k_rope), dim=-1)
         if cache is not None:
             keys = cache.append("latent", keys, ctx.past)
-        out_latent = attend(q, keys, keys[..., : self.kv_lora_rank], ctx, self.scale)  # sum_t p_t c_t
+        out_latent = self.attend(q, keys, keys[..., : self.kv_lora_rank], ctx)  # sum_t p_t c_t
         return torch.einsum("bhsr,hvr->bhsv", out_latent, w_uv)  # W_UV (sum_t p_t c_t)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """softmax(q K^T s + B) V, in either mode; a fast form may compute it in another dtype."""
+        return attend(q, k, v, ctx, self.scale)
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, kv_lora_rank={self.kv_lora_rank}, mla_mode={self.mla_mode}"

@@ -19,7 +19,8 @@ with - 1, decode cases timed over ``generate``):
 
     RMSNorm            llama-tiny decode +28.5%, deepseek-tiny decode +19.0%
     RotaryEmbedding    llama-tiny decode +41.2%
-    MLA (absorbed)     deepseek-v2-tiny decode +19.0%, prefill 1x256 +49.0%
+    MLA (absorbed)     deepseek-v2-tiny decode +19.0%, prefill 1x256 +49.0%; bf16-autocast training step
+                       16x128 +21.8% (SDPA in float32, as Attention's; 2-core Intel Xeon with AMX, 2 threads)
     StackedExperts     MoE layer decode 1 token +60.2%, forward + backward 1024 tokens +87.0%
     Router             MoE layer decode 1 token +17.4%
     Linear             small-llama decode +13.5% (16-token generate, prefill included; per decode

@@ -22,6 +22,9 @@ probabilities to bfloat16 before P V, this form rounds only the output, so both 
 few bfloat16 ulps (2^-8 relative) of exact attention, and so do their gradients (the reference's
 backward rounds dP, dS to bfloat16 as well; this form's backward only its final dq, dk, dv).
 
+``attend_for_training`` is the whole rule; multi-head latent attention's fast form
+(``fast/mla.py``) calls it too.
+
 Memory: SDPA keeps q, k, v and its output for the backward, in float32 here: 2 more bytes per
 value of each, plus the bfloat16 output beside the float32 one (``inspect/train_step.py``
 counts it: ``attention_bytes``).
@@ -47,14 +50,21 @@ class FastAttention(Attention):
     reference = Attention
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        if not float32_pays(q, k, v):
-            return attend(q, k, v, ctx, self.scale)
-        mask = ctx.mask
-        if mask.is_floating_point() and mask.dtype != torch.float32:
-            ctx = dataclasses.replace(ctx, mask=mask.float())
-        with torch.autocast("cpu", enabled=False):
-            out = attend(q.float(), k.float(), v.float(), ctx, self.scale)
-        return out.to(torch.bfloat16)
+        return attend_for_training(q, k, v, ctx, self.scale)
+
+
+def attend_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, scale: float) -> torch.Tensor:
+    """``attend``, in float32 when ``float32_pays`` (module docstring); also multi-head latent
+    attention's (``fast/mla.py``), whose absorbed form passes one tensor as both k and v: cast once."""
+    if not float32_pays(q, k, v):
+        return attend(q, k, v, ctx, scale)
+    mask = ctx.mask
+    if mask.is_floating_point() and mask.dtype != torch.float32:
+        ctx = dataclasses.replace(ctx, mask=mask.float())
+    k32 = k.float()
+    with torch.autocast("cpu", enabled=False):
+        out = attend(q.float(), k32, k32 if v is k else v.float(), ctx, scale)
+    return out.to(torch.bfloat16)
 
 
 def float32_pays(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
