@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import Config
-from .train_step import PRECISION_BYTES, _mlp_values, attention_bytes
+from .train_step import PRECISION_BYTES, attention_bytes, mlp_bytes, sdpa_output_copied
 
 NORM_OUTPUT_READERS = {"attn": ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj"), "mlp": ("gate_proj", "up_proj")}
 """LoRA targets whose A reads a norm's output (so it is kept once, whoever else reads it)."""
@@ -78,10 +78,9 @@ def adapter_cost(
         mine = {name.split(".", 2)[2]: m for name, m in adapted.items() if name.startswith(f"layers.{index}.")}
         last = {name.rsplit(".", 1)[-1] for name in mine}
         norms = (2 if index > 0 else 1) * d * res_b
-        attention = attention_bytes(layer.attn, precision)
+        attention = attention_bytes(layer.attn, precision, sdpa_output_copied(cfg))
         if moe:
-            values, fp32 = _mlp_values(cfg, True)
-            mlp = values * act_b + fp32
+            mlp = mlp_bytes(cfg, precision, True)
         else:
             mlp = (3 if cfg.mlp.kind in ("swiglu", "geglu") else 1) * cfg.mlp_hidden * act_b
         lora = sum(m.rank for m in mine.values()) * act_b

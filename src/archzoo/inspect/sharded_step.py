@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..config import Config
-from .train_step import TrainingStepMemory, _norm_bytes, layer_bytes_per_token, training_step_memory
+from .train_step import TrainingStepMemory, layer_bytes_per_token, outside_bytes, training_step_memory
 
 
 def unit_params(cfg: Config) -> tuple[int, int]:
@@ -79,7 +79,7 @@ def sharded_step_memory(
     activations = local.activations
     if precision == "bf16":  # FSDP2 gathers bf16 parameters: no autocast copies of float32 weights
         activations -= 2 * (vocab * d if checkpointing else params - (0 if cfg.model.tie_embeddings else vocab * d))
-    outside = tokens * (_norm_bytes(precision, d) + (4 * d if local.workspace else 4 * vocab))  # fused loss: dL/dh
+    outside = tokens * (outside_bytes(cfg, precision) + (4 * d if local.workspace else 4 * vocab))  # fused loss: dL/dh
     full_training = trainable is None or trainable == params
     head_gradient = vocab * d * gathered_b if full_training else 0.0
     state = (local.weights + local.optimizer_state) / n
