@@ -21,9 +21,10 @@ summation differs (relative error about (r + d_R) * eps_32).
 Measured (``python benchmarks/bench_fast_forms.py --threads 1 --repeats 15``, gain over
 the fast path without this form): deepseek-v2-tiny decode +19.0%, prefill 1x256 +49.0%.
 A bf16-autocast training step with AdamW, deepseek-v2-tiny 16x128 (2-core Intel Xeon with AMX,
-2 threads, median of 12): +21.8% over the reference form; the float32 SDPA alone, against this
-form with bfloat16 SDPA, 64.1 against 96.2 ms (+50%; 92.1 against 153.5 in a noisier run; the reference absorbed form's narrower value
-takes SDPA's generic path, whose bfloat16 backward is less slow than the flash kernel's).
+2 threads, median of 12): +21.8% over the reference form. The float32 SDPA alone, against this
+form with bfloat16 SDPA: 64.1 against 96.2 ms (+50%; 92.1 against 153.5 in a noisier run). Without
+it this form was slower than the reference there: the reference's narrower value takes SDPA's
+generic path, whose bfloat16 backward is less slow than the flash kernel's.
 """
 
 from __future__ import annotations
