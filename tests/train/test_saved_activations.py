@@ -94,3 +94,24 @@ def test_the_feed_forward_keeps_what_mlp_bytes_counts(name, precision):
     # out is not per token (the router's float32 copy of its weight under bf16-pure, the per-expert
     # counts) or is an int64 torch may keep or drop, so 2%
     assert measured == pytest.approx(expected, rel=0.02 if model.layers[-1].plan.mlp == "moe" else 0.01)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-pure"])
+@pytest.mark.parametrize("name", TINY)
+def test_a_frozen_base_keeps_what_the_adapter_estimate_counts(name, precision):
+    """LoRA and prefix training freeze the base: a frozen projection keeps nothing of its input and a
+    frozen norm gain no normalized copy (``inspect/adapter_memory.py``). Measured with every parameter
+    frozen and the embedding's output requiring a gradient, as the adapters' make it flow."""
+    from archzoo.inspect.adapter_memory import frozen_attention_bytes, frozen_mlp_bytes
+
+    model = tiny_model(name, precision).requires_grad_(False)
+    model.embed.register_forward_hook(lambda module, inputs, output: output.requires_grad_())
+    ids = torch.randint(0, model.config.model.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    autocast = precision == "bf16"
+    attention = [(size, t) for size, t in saved_by(model, "attn", ids, autocast) if t.shape[-2:] != (SEQ, SEQ)]
+    mlp = saved_by(model, "mlp", ids, autocast)
+    moe = model.layers[-1].plan.mlp == "moe"
+    tokens = BATCH * SEQ
+    assert sum(size for size, _ in attention) == pytest.approx(frozen_attention_bytes(model.layers[-1].attn, precision) * tokens, rel=0.01)
+    # the bounds as above
+    assert sum(size for size, _ in mlp) == pytest.approx(frozen_mlp_bytes(model.config, precision, moe) * tokens, rel=0.02 if moe else 0.01)

@@ -44,7 +44,10 @@ Two moments in the step are the candidates for the peak:
                                           layer's activations, the loss's gone (the log-softmax,
                                           or the fused loss's dL/dh), the head's gradient H
                                           (full training) and the layer's working set W_b
-    (checkpointing)   S + G + one layer + W_b   a recomputed layer's MLP running backward
+    (checkpointing)   S + max(G, kept inputs of all layers but one) + one layer + W_b
+                                          a recomputed layer's MLP running backward: the first
+                                          layer's (nearly every gradient made) or the last's
+                                          (every earlier layer's input still kept)
 
 and the peak is the largest. W_b (``backward_working_bytes``) is what a layer's backward holds
 beyond what its forward kept, at its fullest, inside the MLP's backward: the residual stream's
@@ -158,11 +161,7 @@ def mlp_bytes(cfg: Config, precision: str, moe_layer: bool) -> float:
     moe = cfg.moe
     expert_b = 2 if precision == "bf16-pure" else 4
     kept = moe.top_k * (2 * d + 5 * moe.expert_hidden) * expert_b
-    kept += moe.n_experts * (2 if precision == "bf16" else 4) + 8 * 3 * moe.top_k + 4 * (2 * moe.top_k + 1)
-    if moe.n_groups > 1:  # group-limited routing: each group's kept flag, and its score (max) or its top two's places
-        kept += moe.n_groups * (1 + (2 * 8 if moe.group_score == "top2_sum" else 4))
-    if moe.scoring == "sigmoid":  # DeepSeek-V3: chosen by the biased scores, weighted by the unbiased ones
-        kept += (8 + 4) * moe.top_k
+    kept += router_bytes(moe, precision)
     readers = 1
     if moe.shared_width:
         kept += 4 * moe.shared_width * act + (d * act + 4 if moe.shared_gate else 0)
@@ -171,6 +170,16 @@ def mlp_bytes(cfg: Config, precision: str, moe_layer: bool) -> float:
         kept += 2 * d * (readers - 1)
     elif precision == "bf16-pure":
         kept += 4 * d
+    return kept
+
+
+def router_bytes(moe, precision: str) -> float:
+    """Bytes per token a MoE router keeps (``mlp_bytes``): its probabilities and its bookkeeping."""
+    kept = moe.n_experts * (2 if precision == "bf16" else 4) + 8 * 3 * moe.top_k + 4 * (2 * moe.top_k + 1)
+    if moe.n_groups > 1:  # group-limited routing: each group's kept flag, and its score (max) or its top two's places
+        kept += moe.n_groups * (1 + (2 * 8 if moe.group_score == "top2_sum" else 4))
+    if moe.scoring == "sigmoid":  # DeepSeek-V3: chosen by the biased scores, weighted by the unbiased ones
+        kept += (8 + 4) * moe.top_k
     return kept
 
 
@@ -369,7 +378,12 @@ def training_step_memory(
         transient = 2 * vocab * d + 2 * tokens * d + (2 * vocab * d if trainable == params else 0.0)
         candidates["loss"] = candidates["backward"] + transient
     if checkpointing:
-        candidates["recompute"] = weights + state + gradients + tokens * (max(layers) + working) + workspace
+        # the last layer's recompute, with every earlier layer's kept input, or the first's, with nearly
+        # every gradient (the larger one: a frozen base has few gradients, full training many)
+        earlier_inputs = tokens * (len(layers) - 1) * kept_input
+        candidates["recompute"] = (
+            weights + state + max(gradients, earlier_inputs) + tokens * (max(layers) + working) + workspace
+        )
     else:  # the last layer's backward: the loss's activations and logit gradients gone, the head's gradient made
         loss_outside = 4 * d if fused_rows else 4 * vocab
         head_gradient = state_b * vocab * d if trainable == params else 0.0
