@@ -1,6 +1,6 @@
 """``estimate_memory``'s per-sublayer terms against what autograd actually saves.
 
-``inspect/train_step.py`` counts, per token, what a decoder layer's attention (``attention_bytes``)
+``inspect/saved_activations.py`` counts, per token, what a decoder layer's attention (``attention_bytes``)
 and feed-forward (``mlp_bytes``) sublayers keep for the backward pass. Autograd's saved-tensor
 hooks see every tensor a forward saves; this file sums their storages inside one sublayer of the
 last decoder layer of every tiny config, in each precision, and compares.
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import archzoo
-from archzoo.inspect.train_step import attention_bytes, mlp_bytes, sdpa_output_copied
+from archzoo.inspect.saved_activations import attention_bytes, mlp_bytes, sdpa_output_copied
 
 TINY = [
     "llama-tiny", "qwen2-tiny", "qwen3-tiny", "baichuan-tiny", "bloom-tiny", "chatglm2-tiny", "glm-tiny",

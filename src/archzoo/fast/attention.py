@@ -26,7 +26,7 @@ backward rounds dP, dS to bfloat16 as well; this form's backward only its final 
 (``fast/mla.py``) calls it too.
 
 Memory: SDPA keeps q, k, v and its output for the backward, in float32 here: 2 more bytes per
-value of each, plus the bfloat16 output beside the float32 one (``inspect/train_step.py``
+value of each, plus the bfloat16 output beside the float32 one (``inspect/saved_activations.py``
 counts it: ``attention_bytes``).
 
 Measured (fwd + bwd of SDPA alone, 2-core Intel Xeon with AMX, median of 30): [4, 8, 128, 64]

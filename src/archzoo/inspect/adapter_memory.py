@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ..blocks.attention import Attention
 from ..blocks.mla import MultiHeadLatentAttention
 from ..config import Config
-from .train_step import PRECISION_BYTES, attention_bytes, router_bytes
+from .saved_activations import PRECISION_BYTES, attention_bytes, router_bytes
 
 NORM_OUTPUT_READERS = {"attn": ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj"), "mlp": ("gate_proj", "up_proj")}
 """LoRA targets whose A reads a norm's output (so it is kept once, whoever else reads it)."""
@@ -59,7 +59,7 @@ def frozen_attention_bytes(block, precision: str) -> float:
     latent attention's query, its key [c ; k_R] that is also its value, and its output) and its
     log-sum-exp, and the inputs of its norms (qk-norm, MLA's latent norms: in float32, with two
     statistics a row). Frozen projections and norm gains keep nothing else: no bfloat16 casts, no
-    o_proj input, no normalized copies (``train_step.attention_bytes`` is full training's figure)."""
+    o_proj input, no normalized copies (``saved_activations.attention_bytes`` is full training's figure)."""
     act = PRECISION_BYTES[precision][2]
     sdpa = 4 if precision == "bf16" else act
     if isinstance(block, MultiHeadLatentAttention) and block.mla_mode == "absorbed":
@@ -80,7 +80,7 @@ def frozen_mlp_bytes(cfg: Config, precision: str, moe_layer: bool) -> float:
     """Bytes per token a frozen feed-forward sublayer keeps, past its input: SwiGLU / GeGLU the gate,
     its activation and up (3 h), GeLU its input (h); MoE per chosen expert its gate and up, the gate's
     activation, the weighted product and the expert's output (d + 4 h_e, in float32 under autocast as
-    the experts run: ``train_step.mlp_bytes``), the router's probabilities and bookkeeping as in full
+    the experts run: ``saved_activations.mlp_bytes``), the router's probabilities and bookkeeping as in full
     training, shared experts as a frozen gated MLP (3 h_s) and a sigmoid gate's scaled output (d)."""
     act = PRECISION_BYTES[precision][2]
     if not moe_layer:

@@ -38,7 +38,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ..config import Config
-from .train_step import TrainingStepMemory, layer_bytes_per_token, outside_bytes, training_step_memory
+from .saved_activations import layer_bytes_per_token, outside_bytes
+from .train_step import TrainingStepMemory, training_step_memory
 
 
 def unit_params(cfg: Config) -> tuple[int, int]:
