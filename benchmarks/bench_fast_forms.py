@@ -114,14 +114,17 @@ def small_llama():
         return archzoo.load_pretrained(folder).eval()
 
 
-def tiny(name: str):
+def tiny(name: str, max_seq_len: int | None = None):
+    data = archzoo.load_config(name).to_dict()
+    if max_seq_len is not None:
+        data["model"]["max_seq_len"] = max_seq_len
     torch.manual_seed(0)
-    return archzoo.build_model(name).eval()
+    return archzoo.build_model(archzoo.Config.from_dict(data)).eval()
 
 
 def cases():
     """(form, label, fast model or layer, how to time it)."""
-    llama, deepseek, v2 = tiny("llama-tiny"), tiny("deepseek-tiny"), tiny("deepseek-v2-tiny")
+    llama, deepseek, v2 = tiny("llama-tiny", 2048), tiny("deepseek-tiny"), tiny("deepseek-v2-tiny", 2048)
     small = small_llama()
     layer = moe_layer()
     yield RMSNorm, "llama-tiny decode", llama, decode
@@ -132,6 +135,7 @@ def cases():
     yield MultiHeadLatentAttention, "deepseek-v2-tiny decode", v2, decode
     yield MultiHeadLatentAttention, "deepseek-v2-tiny prefill 1x256", v2, lambda m: prefill(m, 1, 256)
     yield MultiHeadLatentAttention, "deepseek-v2-tiny bf16 step 16x128", v2, lambda m: train_step(m, 16, 128, autocast=True)
+    yield MultiHeadLatentAttention, "deepseek-v2-tiny step 1x2048", v2, lambda m: train_step(m, 1, 2048)
     yield torch.nn.Linear, "small-llama decode", small, decode
     yield torch.nn.Linear, "llama-tiny decode", llama, decode
     yield StackedExperts, "MoE layer decode 1 token", layer, lambda m: moe_forward(m, 1)
@@ -145,6 +149,11 @@ def cases():
     yield Attention, "small-llama bf16 train step 4x128", small, lambda m: train_step(m, 4, 128, autocast=True)
     yield Attention, "llama-tiny bf16 train step 16x128", llama, lambda m: train_step(m, 16, 128, autocast=True)
     yield Attention, "small-llama fp32 train step 4x128", small, lambda m: train_step(m, 4, 128)
+    # long sequences: SDPA's own causal mask lets its kernel skip the blocks above the diagonal
+    yield Attention, "llama-tiny fp32 train step 1x2048", llama, lambda m: train_step(m, 1, 2048)
+    yield Attention, "llama-tiny bf16 train step 1x2048", llama, lambda m: train_step(m, 1, 2048, autocast=True)
+    yield Attention, "small-llama fp32 train step 1x1024", small, lambda m: train_step(m, 1, 1024)
+    yield Attention, "small-llama prefill 1x2048", small, lambda m: prefill(m, 1, 2048)
 
 
 def main() -> None:

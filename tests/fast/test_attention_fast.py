@@ -49,29 +49,20 @@ def exact_attention(q, k, v, mask, scale):
     return p @ v, p, k, v
 
 
-@pytest.mark.parametrize("n_heads,n_kv_heads,alibi", [(4, 4, False), (4, 2, False), (4, 1, True)])
-def test_float32_attention_under_bf16_autocast_is_exact_attention_rounded_once(n_heads, n_kv_heads, alibi):
-    batch, seq, head_dim = 2, 24, 16
-    attention = block(n_heads, n_kv_heads, head_dim)
-    attention.__class__ = FastAttention
-    q, k, v, mask, upstream = inputs(batch, n_heads, n_kv_heads, seq, head_dim, alibi)
-    ctx = AttentionContext(mask=mask)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = attention.attend(q, k, v, ctx)
-    assert out.dtype == torch.bfloat16
-    out.backward(upstream)
-
+def exact_with_float32_bounds(q, k, v, mask, upstream, scale):
+    """Exact attention of q, k, v (float64) and its gradients for ``upstream``, with how far a float32
+    evaluation may be from each: (output, [dq, dk, dv], output bound, [dq, dk, dv] bounds)."""
+    n_heads, seq, head_dim = q.shape[1], q.shape[2], q.shape[3]
+    n_kv_heads = k.shape[1]
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    expected, p, k_all, v_all = exact_attention(*leaves, mask, attention.scale)
+    expected, p, k_all, v_all = exact_attention(*leaves, mask, scale)
     expected.backward(upstream.double())
-    s = attention.scale
+    s = scale
     # float32 scores: head_dim terms of size |q||k| s; a score error e moves each probability by about e
     # relative, so the output by e max|v|; then seq terms of size p |v| in the weighted sum
     score_error = tol.fp32_sum(head_dim, q.double().abs().amax().item() * k.double().abs().amax().item() * s * head_dim)
     v_max = v.double().abs().amax().item()
     out_bound = tol.chain(score_error * v_max, tol.fp32_sum(seq, v_max))
-    torch.testing.assert_close(out.double(), expected.detach(), rtol=ROUNDING_BF16, atol=out_bound)
-
     # the backward in float32: dP = g V^T (head_dim terms), dS = P (dP - rowsum(g o)), dq = s dS K,
     # dk = s dS^T q, dv = P^T g (seq terms); the bound takes each sum's terms' magnitudes
     g = upstream.double()
@@ -79,15 +70,56 @@ def test_float32_attention_under_bf16_autocast_is_exact_attention_rounded_once(n
     ds_terms = p * (dp_terms + (g * expected.detach()).abs().sum(-1, keepdim=True))
     dp_error = tol.fp32_sum(head_dim) * dp_terms.amax().item() + score_error * ds_terms.amax().item()
     n_terms = seq * (n_heads // n_kv_heads)  # dk and dv sum over the query heads sharing a kv head too
-    bounds = {
-        "dq": s * (tol.fp32_sum(seq, (ds_terms @ k_all.abs()).amax().item()) + dp_error * seq * k_all.abs().amax().item()),
-        "dk": s * (tol.fp32_sum(n_terms, (ds_terms.transpose(-1, -2) @ q.double().abs()).amax().item() * n_kv_heads)
-                   + dp_error * n_terms * q.double().abs().amax().item()),
-        "dv": tol.fp32_sum(n_terms, (p.transpose(-1, -2) @ g.abs()).amax().item()) + score_error * n_terms * g.abs().amax().item(),
-    }
-    for (name, bound), got, leaf in zip(bounds.items(), (q.grad, k.grad, v.grad), leaves):
+    grad_bounds = [
+        s * (tol.fp32_sum(seq, (ds_terms @ k_all.abs()).amax().item()) + dp_error * seq * k_all.abs().amax().item()),
+        s * (tol.fp32_sum(n_terms, (ds_terms.transpose(-1, -2) @ q.double().abs()).amax().item() * n_kv_heads)
+             + dp_error * n_terms * q.double().abs().amax().item()),
+        tol.fp32_sum(n_terms, (p.transpose(-1, -2) @ g.abs()).amax().item()) + score_error * n_terms * g.abs().amax().item(),
+    ]
+    return expected.detach(), [leaf.grad for leaf in leaves], out_bound, grad_bounds
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads,alibi", [(4, 4, False), (4, 2, False), (4, 1, True)])
+def test_float32_attention_under_bf16_autocast_is_exact_attention_rounded_once(n_heads, n_kv_heads, alibi):
+    batch, seq, head_dim = 2, 24, 16
+    attention = block(n_heads, n_kv_heads, head_dim)
+    attention.__class__ = FastAttention
+    q, k, v, mask, upstream = inputs(batch, n_heads, n_kv_heads, seq, head_dim, alibi)
+    ctx = AttentionContext(mask=mask, causal=not alibi)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention.attend(q, k, v, ctx)
+    assert out.dtype == torch.bfloat16
+    out.backward(upstream)
+    expected, exact_grads, out_bound, grad_bounds = exact_with_float32_bounds(q, k, v, mask, upstream, attention.scale)
+    torch.testing.assert_close(out.double(), expected, rtol=ROUNDING_BF16, atol=out_bound)
+    for name, got, exact, bound in zip(("dq", "dk", "dv"), (q.grad, k.grad, v.grad), exact_grads, grad_bounds):
         assert got.dtype == torch.bfloat16
-        torch.testing.assert_close(got.double(), leaf.grad, rtol=ROUNDING_BF16, atol=bound, msg=name)
+        torch.testing.assert_close(got.double(), exact, rtol=ROUNDING_BF16, atol=bound, msg=name)
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads,seq", [(4, 4, 24), (4, 2, 37), (8, 1, 300)])
+@pytest.mark.parametrize("implementation", ["reference", "fast"])
+def test_sdpas_own_causal_mask_is_exact_causal_attention(n_heads, n_kv_heads, seq, implementation, monkeypatch):
+    """float32: the fast form passes ``is_causal=True`` where ctx's mask is the plain causal one (SDPA's
+    kernel then skips the blocks above the diagonal); both forms are exact attention to float32's sum bounds."""
+    import torch.nn.functional as F
+
+    attention = block(n_heads, n_kv_heads)
+    if implementation == "fast":
+        attention.__class__ = FastAttention
+    q, k, v, mask, upstream = inputs(2, n_heads, n_kv_heads, seq, 16, alibi=False)
+    q, k, v = (t.detach().float().requires_grad_() for t in (q, k, v))
+    upstream = upstream.float()
+    sdpa, calls = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(kw) or sdpa(*a, **kw))
+    out = attention.attend(q, k, v, AttentionContext(mask=mask, causal=True))
+    out.backward(upstream)
+    assert [call.get("is_causal", False) for call in calls] == [implementation == "fast"]
+    assert (calls[0].get("attn_mask") is None) == (implementation == "fast")
+    expected, exact_grads, out_bound, grad_bounds = exact_with_float32_bounds(q, k, v, mask, upstream, attention.scale)
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=out_bound)
+    for name, got, exact, bound in zip(("dq", "dk", "dv"), (q.grad, k.grad, v.grad), exact_grads, grad_bounds):
+        torch.testing.assert_close(got.double(), exact, rtol=0, atol=bound, msg=name)
 
 
 def test_it_stays_within_bfloat16_roundings_of_the_reference():
@@ -166,3 +198,44 @@ def test_a_bf16_autocast_training_step_matches_float32_as_closely_as_the_referen
     for g_exact, g_ref, g_fast in zip(exact, grads["ref"][1], grads["fast"][1]):
         largest = g_exact.abs().max()
         assert (g_fast - g_exact).abs().max() <= (g_ref - g_exact).abs().max() + ROUNDING_BF16 * largest
+
+
+def sdpa_masks(model, monkeypatch, *calls) -> list[str]:
+    """Which mask each SDPA call of running ``calls`` on ``model`` got: "causal" (``is_causal=True``) or "matrix"."""
+    import torch.nn.functional as F
+
+    sdpa, seen = F.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):
+        seen.append("causal" if kwargs.get("is_causal") else "matrix" if kwargs.get("attn_mask") is not None else "none")
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        for call in calls:
+            call()
+    return seen
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "qwen3-tiny", "deepseek-v2-tiny", "bloom-tiny", "chatglm2-tiny"])
+def test_sdpa_makes_the_causal_mask_only_where_it_is_the_plain_one(name, monkeypatch):
+    """No padding, no cache or prefix before the queries, no ALiBi bias: ``is_causal``; anything else keeps
+    the matrix (a decoding step's one query sees the whole cache, which SDPA's top-left triangle would not)."""
+    import archzoo
+
+    torch.manual_seed(0)
+    model = archzoo.build_model(name).eval()
+    layers, alibi = model.config.model.n_layers, name.startswith("bloom")
+    ids = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    plain = "matrix" if alibi else "causal"
+    assert sdpa_masks(model, monkeypatch, lambda: model(ids)) == [plain] * layers
+    padding = torch.ones(2, 9, dtype=torch.long)
+    padding[0, :3] = 0
+    assert sdpa_masks(model, monkeypatch, lambda: model(ids, attention_mask=padding)) == ["matrix"] * layers
+    cache = model.new_cache(16)
+    prefill_then_step = (lambda: model(ids, cache=cache), lambda: model(ids[:, :1], cache=cache))
+    assert sdpa_masks(model, monkeypatch, *prefill_then_step) == [plain] * layers + ["matrix"] * layers
+    if name == "deepseek-v2-tiny":
+        return  # add_prefix refuses multi-head latent attention
+    archzoo.add_prefix(model, length=4)
+    assert sdpa_masks(model, monkeypatch, lambda: model(ids)) == ["matrix"] * layers

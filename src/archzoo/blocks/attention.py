@@ -34,6 +34,7 @@ class AttentionContext:
     mask: torch.Tensor  # added to the scores: bool (True = may attend) or float (-inf = hidden)
     rotation: Rotation | None = None
     past: int = 0  # slots already in the cache
+    causal: bool = False  # mask is exactly causal_mask(q, past + q, past): a fast form may let SDPA make it
 
 
 class Attention(nn.Module):
@@ -102,13 +103,18 @@ class Attention(nn.Module):
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v over ``[batch, heads, seq, dim]``; query head j reads
-    kv head j // (H / G) for GQA/MQA (SDPA's ``enable_gqa``: the kv heads are shared, not copied)."""
+    """softmax(q k^T * scale + mask) v over ``[batch, heads, seq, dim]``."""
+    return sdpa(q, k, v, scale, attn_mask=ctx.mask)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, **mask) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` with ``mask`` (``attn_mask=`` or ``is_causal=``); query head j
+    reads kv head j // (H / G) for GQA/MQA (SDPA's ``enable_gqa``: the kv heads are shared, not copied)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1 and not SDPA_SHARES_KV_HEADS:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     extra = {"enable_gqa": groups > 1} if SDPA_SHARES_KV_HEADS else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, scale=scale, **extra)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale, **mask, **extra)
 
 
 # ``enable_gqa`` arrived in torch 2.5; on 2.4 the kv heads are repeated instead (same result).

@@ -31,15 +31,14 @@ with - 1, decode cases timed over ``generate``):
                        autocast +14.8% (small-llama 4x128; 2-core Intel Xeon with AMX)
     Attention          bf16-autocast training step (SDPA in float32): small-llama 4x128 +6.4% / +3.0%,
                        llama-tiny 16x128 +69.7% / +63.1% (two runs; 2-core Intel Xeon with AMX, 2 threads,
-                       median of 12)
+                       median of 12); SDPA's own causal mask (``is_causal``) on long sequences: llama-tiny
+                       fp32 training step 1x2048 +45.3%, small-llama prefill 1x2048 +19.9% (same CPU; dropped
+                       once when measured at 32-256 positions only, where it gains under 5%)
 
-Measured and dropped (under 5%): ALiBi's cached decoding ramp (bloom-tiny
-decode -1.1%) and SDPA's own causal mask in place of the boolean matrix
-(llama-tiny decode +3.8%, small-llama prefill 4x256 +3.2%); RMSNorm's backward written
-out as one autograd node (training step with AdamW, fastest of 60 / 60 / 12: llama-tiny 1x32
--3.7%, qwen3-tiny 1x32 +0.1%, llama-tiny 16x128 -1.9%); SDPA's ``is_causal`` in training
-(llama-tiny 1x32 step +2.7%, fastest of 40); the embedding's gradient as zeros + one
-``index_add_`` in place of torch's ``embedding_dense_backward`` (2x faster alone, but a training
+Measured and dropped (under 5%): ALiBi's cached decoding ramp (bloom-tiny decode -1.1%); RMSNorm's
+backward written out as one autograd node (training step with AdamW, fastest of 60 / 60 / 12:
+llama-tiny 1x32 -3.7%, qwen3-tiny 1x32 +0.1%, llama-tiny 16x128 -1.9%); the embedding's gradient
+as zeros + one ``index_add_`` in place of torch's ``embedding_dense_backward`` (2x faster alone, but a training
 step with AdamW, 2 threads, median of 12: small-llama 4x128 -3.0%, llama-tiny 16x128 -3.8%).
 """
 

@@ -2,7 +2,9 @@
 
 Training under CPU bfloat16 autocast, both modes run SDPA in float32, as ``fast/attention.py``
 does for ``Attention`` and for the same reason (torch's CPU flash-attention backward is about 4x
-slower in bfloat16); the absorbed form's key, which is also its value, is cast once.
+slower in bfloat16); the absorbed form's key, which is also its value, is cast once. Both modes
+also let SDPA make the plain causal mask itself (``fast/attention.py``, change 1): a deepseek-v2-tiny
+float32 training step at 1x2048, 291 against 489 ms with the matrix (2-core Intel Xeon with AMX).
 
 Two changes to ``attend_absorbed`` (naive mode is otherwise unchanged):
 
@@ -33,7 +35,7 @@ import torch
 
 from ..blocks.attention import AttentionContext
 from ..blocks.mla import MultiHeadLatentAttention
-from .attention import attend_for_training
+from .attention import fast_attend
 
 
 def per_head_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -56,4 +58,4 @@ class FastMultiHeadLatentAttention(MultiHeadLatentAttention):
         return per_head_matmul(out_latent, w_uv.transpose(1, 2))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        return attend_for_training(q, k, v, ctx, self.scale)
+        return fast_attend(q, k, v, ctx, self.scale)

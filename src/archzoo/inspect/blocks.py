@@ -110,7 +110,8 @@ def _attention_call(module: nn.Module, rotary: RotaryEmbedding | None, alibi: Al
         seq = x.shape[1]
         rotation = rotary(torch.arange(seq)[None], x.dtype) if rotary is not None else None
         bias = alibi.bias(seq, seq, 0).to(x.dtype) if alibi is not None else None
-        return module(x, AttentionContext(mask=build_mask(seq, 0, None, bias=bias), rotation=rotation), cache)
+        mask = build_mask(seq, 0, None, bias=bias)
+        return module(x, AttentionContext(mask=mask, rotation=rotation, causal=bias is None), cache)
 
     return call
 

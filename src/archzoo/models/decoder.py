@@ -142,7 +142,8 @@ class CausalLM(nn.Module):
             else:
                 rotation = self.positions(position_ids, dtype)
         mask = build_mask(seq, past, attention_mask, bias=bias, device=device)
-        return AttentionContext(mask=mask, rotation=rotation, past=past)
+        causal = attention_mask is None and bias is None  # build_mask made causal_mask(seq, past + seq, past)
+        return AttentionContext(mask=mask, rotation=rotation, past=past, causal=causal)
 
     def forward(
         self,
