@@ -24,7 +24,10 @@ has AMX / AVX-512 BF16, which decide whether bfloat16 matmuls are faster.
 Targets (issue 15): the small LLaMA (d_model 512, 8 layers, vocab 32k, batch 4 x 128)
 ratio >= 1.3; the tiny configs >= 1.5.
 
-What bounds the ratio: both sides run the same MKL float32 GEMMs on the same shapes. Under
+What bounds the ratio: both sides run the same MKL float32 GEMMs on the same shapes
+(``bench_train_ceiling.py`` prints, for each case on the CPU at hand, the ratio archzoo would reach
+if everything but those GEMMs, SDPA and AdamW were free; on a 2-core Intel Xeon with AMX, 2026-12-03,
+the small step's ceiling was 1.18-1.30, the tiny 16 x 128 one 1.45-1.91). Under
 ``torch.profiler`` (one thread, AMD EPYC Zen 5, with the fused loss) the small-LLaMA step is
 transformers 2430 ms of which matmuls 1651, archzoo 1941 of which matmuls 1550 (80%): with
 every other op of archzoo's step free, the ratio could reach 2430 / 1550 = 1.57x, and it is
