@@ -64,6 +64,25 @@ def peft_step(model, optimizer, ids):
     return step
 
 
+def lora_pair(rank: int = 8, batch: int = 4, seq: int = 128):
+    """(archzoo reference, archzoo fast, peft on transformers, ids [batch, seq + 1]): the small LLaMA's
+    weights in each, LoRA on q_proj and v_proj (alpha 2 rank, B non-zero), the same adapter in all three."""
+    hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL))
+    model = same_weights(hf_model).train()
+    archzoo.add_lora(model, rank=rank, alpha=2 * rank, targets=("q_proj", "v_proj"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_B." in name:
+                param.normal_(0, 0.02)
+    with tempfile.TemporaryDirectory() as folder:
+        archzoo.save_adapter(model, f"{folder}/adapter")
+        peft_model = peft.PeftModel.from_pretrained(hf_model, f"{folder}/adapter", is_trainable=True).train()
+    fast = use_implementation(copy.deepcopy(model), "fast")
+    use_implementation(model, "reference")  # every block, LoRA included, as its equation
+    ids = torch.randint(0, SMALL["vocab_size"], (batch, seq + 1), generator=torch.Generator().manual_seed(1))
+    return model, fast, peft_model, ids
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
@@ -76,19 +95,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL))
-    model = same_weights(hf_model).train()
-    archzoo.add_lora(model, rank=args.rank, alpha=2 * args.rank, targets=("q_proj", "v_proj"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_B." in name:
-                param.normal_(0, 0.02)
-    with tempfile.TemporaryDirectory() as folder:
-        archzoo.save_adapter(model, f"{folder}/adapter")
-        peft_model = peft.PeftModel.from_pretrained(hf_model, f"{folder}/adapter", is_trainable=True).train()
-    fast = use_implementation(copy.deepcopy(model), "fast")
-    use_implementation(model, "reference")  # every block, LoRA included, as its equation
-    ids = torch.randint(0, SMALL["vocab_size"], (args.batch, args.seq + 1), generator=torch.Generator().manual_seed(1))
+    model, fast, peft_model, ids = lora_pair(args.rank, args.batch, args.seq)
     ours = [p for p in model.parameters() if p.requires_grad]
     ours_fast = [p for p in fast.parameters() if p.requires_grad]
     theirs = [p for p in peft_model.parameters() if p.requires_grad]

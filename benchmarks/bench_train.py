@@ -27,7 +27,8 @@ ratio >= 1.3; the tiny configs >= 1.5.
 What bounds the ratio: both sides run the same MKL float32 GEMMs on the same shapes
 (``bench_train_ceiling.py`` prints, for each case on the CPU at hand, the ratio archzoo would reach
 if everything but those GEMMs, SDPA and AdamW were free; on a 2-core Intel Xeon with AMX, 2026-12-03,
-the small step's ceiling was 1.18-1.30, the tiny 16 x 128 one 1.45-1.91). Under
+four runs: the small step's ceiling 1.18-1.39, the tiny 16 x 128 one 1.45-1.91, so a target of 1.3 or
+1.5 asks that nearly all the rest cost nothing). Under
 ``torch.profiler`` (one thread, AMD EPYC Zen 5, with the fused loss) the small-LLaMA step is
 transformers 2430 ms of which matmuls 1651, archzoo 1941 of which matmuls 1550 (80%): with
 every other op of archzoo's step free, the ratio could reach 2430 / 1550 = 1.57x, and it is
