@@ -41,8 +41,8 @@ Memory: (1) drops the float mask SDPA would keep, 4 q kv bytes a layer. (2) SDPA
 its output for the backward, in float32 here: 2 more bytes per value of each, plus the bfloat16
 output beside the float32 one (``inspect/saved_activations.py`` counts it: ``attention_bytes``).
 
-Measured, (1): SDPA forward + backward alone, float32, [2, 8, 1024, 64]: 102 against 69 ms; no gain at
-128 positions, where one block covers the whole row. Training steps, fused AdamW, gain over the fast
+Measured, (1): SDPA forward + backward alone, float32, [2, 8, 1024, 64]: 102 against 69 ms; [4, 8, 128,
+64]: 5.1 against 5.2 ms (notebook 02 plots it against the length). Training steps, fused AdamW, gain over the fast
 path without this form (``python benchmarks/bench_fast_forms.py --repeats 8 --only Attention``, 2-core
 Intel Xeon with AMX, 2 threads): llama-tiny 1x2048 +45.3% (fp32) and +40.3% (bf16), small-LLaMA
 1x1024 +7.1%; small-LLaMA prefill 1x2048 +19.9%. For ``fast/mla.py`` (deepseek-v2-tiny, fp32 step
