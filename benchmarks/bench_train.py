@@ -28,7 +28,12 @@ What bounds the ratio: both sides run the same MKL float32 GEMMs on the same sha
 (``bench_train_ceiling.py`` prints, for each case on the CPU at hand, the ratio archzoo would reach
 if everything but those GEMMs, SDPA and AdamW were free; on a 2-core Intel Xeon with AMX, 2026-12-03,
 four runs: the small step's ceiling 1.18-1.39, the tiny 16 x 128 one 1.45-1.91, so a target of 1.3 or
-1.5 asks that nearly all the rest cost nothing). Under
+1.5 asks that nearly all the rest cost nothing). Part of the small step's ratio is page faults, not
+arithmetic: glibc hands every allocation over 32 MB (a [4, 128, 32000] float tensor is 65 MB) fresh pages
+from mmap, and transformers makes more of them (its logits and their gradients). Run with
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`` (freed memory kept for reuse), the same
+machine, two runs each: transformers 1104 -> 954 and 1194 -> 1007 ms, archzoo 979 -> 923 and
+1036 -> 1001 ms, the ratio 1.13 -> 1.03 and 1.15 -> 1.01. Under
 ``torch.profiler`` (one thread, AMD EPYC Zen 5, with the fused loss) the small-LLaMA step is
 transformers 2430 ms of which matmuls 1651, archzoo 1941 of which matmuls 1550 (80%): with
 every other op of archzoo's step free, the ratio could reach 2430 / 1550 = 1.57x, and it is
