@@ -96,10 +96,10 @@ def attend_causal_or_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
 
 
 def is_plain_causal(q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext) -> bool:
-    """Whether ctx's mask is SDPA's ``is_causal`` one: key j visible to query i iff j <= i. That is
-    ``causal_mask`` (``ctx.causal``) with no slot before the queries (no cache, no prefix), so that
-    query i sits at key slot i; SDPA aligns its triangle to the top left, so q and k must be as long."""
-    return ctx.causal and ctx.past == 0 and q.shape[-2] == k.shape[-2]
+    """Whether ctx's mask is SDPA's ``is_causal`` one: key j visible to query i iff j <= i. ``ctx.causal``
+    says it is ``causal_mask(q, past + q, past)``; SDPA aligns its triangle to the top left, which is
+    that mask exactly when q and k are as long (past = 0: no cache or prefix slot before the queries)."""
+    return ctx.causal and q.shape[-2] == k.shape[-2]
 
 
 def float32_pays(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
